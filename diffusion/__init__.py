@@ -1,0 +1,1 @@
+"""Diffusers-compatible linear diffusion models, attention processors and pipelines."""

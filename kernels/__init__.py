@@ -1,0 +1,22 @@
+"""Attention ops shared by the zoo: a PyTorch reference beside each fused Triton kernel.
+
+Every public op takes ``backend="auto" | "triton" | "torch"`` (``auto``: the env var
+``LINZOO_KERNEL_BACKEND``, else Triton on CUDA, else the reference) and is a ``torch.library`` custom
+op with a fake implementation and autograd.
+"""
+
+from ._backend import BACKENDS, ENV_VAR, resolve_backend, triton_available
+from .linear_attention import linear_attention, linear_attention_reference
+from .rope import apply_rope, rope_2d, rope_2d_frequencies
+
+__all__ = [
+    "BACKENDS",
+    "ENV_VAR",
+    "apply_rope",
+    "linear_attention",
+    "linear_attention_reference",
+    "resolve_backend",
+    "rope_2d",
+    "rope_2d_frequencies",
+    "triton_available",
+]

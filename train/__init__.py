@@ -1,0 +1,1 @@
+"""Lightning training, data modules and the ``linzoo`` command line."""
