@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, get_model_entrypoint, list_models
+from timm.models import build_model_with_cfg, list_models, model_entrypoint
 from timm.models._features_fx import register_notrace_function
 from timm.models._manipulate import adapt_input_conv
 from torch import nn
@@ -137,7 +137,7 @@ def build_linzoo_model(
 
 def is_linzoo_model(name: str) -> bool:
     """True when the timm entrypoint of ``name`` is defined by linzoo."""
-    return get_model_entrypoint(name.split(".")[0]).__module__.startswith("linzoo.")
+    return model_entrypoint(name.split(".")[0]).__module__.startswith("linzoo.")
 
 
 def list_linzoo_models(pattern: str = "") -> list[str]:

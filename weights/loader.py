@@ -44,7 +44,7 @@ def _numpy_globals() -> dict[str, Any]:
         import numpy as np
     except ImportError:
         return {}
-    scalar = getattr(getattr(np, "_core", np.core), "multiarray").scalar
+    scalar = getattr(np, "_core", np.core).multiarray.scalar
     out = {"numpy.dtype": np.dtype, "numpy.core.multiarray.scalar": scalar, "numpy._core.multiarray.scalar": scalar}
     for name in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType"):
         if hasattr(np.dtypes, name):

@@ -1,0 +1,34 @@
+"""Shared pytest fixtures and markers for linzoo's tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REFERENCE_KEYS = FIXTURES / "reference_keys"
+GOLDEN = FIXTURES / "golden"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip ``gpu`` tests where CUDA is absent."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def load_manifest(name: str) -> dict | None:
+    """The official state-dict manifest of ``name`` (tests/fixtures/reference_keys/<name>.json), if any."""
+    path = REFERENCE_KEYS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@pytest.fixture
+def manifest():
+    return load_manifest

@@ -1,0 +1,449 @@
+"""VAN: Visual Attention Network with Large Kernel Attention (Guo et al., arXiv 2202.09741).
+
+Re-implemented for timm from the paper and the facts of the official code
+(github.com/Visual-Attention-Network/VAN-Classification @ e19779b5, ``models/van.py``). The state-dict
+layout equals the official one, so the published checkpoints load without renaming.
+
+Large Kernel Attention (paper eq. 2-3) on a channels-first map ``u`` (B, C, H, W)::
+
+    A = Conv1x1(DWConv7x7_dilation3(DWConv5x5(u)))         # a 21x21 receptive field, O(C·HW) cost
+    LKA(u) = u ⊙ A
+
+Block (all NCHW, BatchNorm block norms, per-channel layer scale γ)::
+
+    Attention(x) = proj_2(LKA(GELU(proj_1(x)))) + x         # the attention module's own shortcut
+    x = x + γ1 ⊙ Attention(BN1(x))
+    x = x + γ2 ⊙ fc2(GELU(DWConv3x3(fc1(BN2(x)))))
+
+Every stage ends with a LayerNorm over channels. Everything stays in NCHW with no permutes or copies on the
+hot path (the depthwise large-kernel convolutions), so ``model.to(memory_format=torch.channels_last)`` runs
+the whole network channels-last; the stage-end LayerNorm (:class:`StageNorm`) normalises the NHWC view, which
+is copy-free in channels-last memory, and returns the memory format it was given. Any input size works: every
+convolution pads so that a stage's output is ``ceil(H / stride)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, SelectAdaptivePool2d, to_ntuple, trunc_normal_
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from torch import nn
+
+from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file
+
+__all__ = ["VAN", "checkpoint_filter_fn"]
+
+
+class LKA(nn.Module):
+    """Large Kernel Attention: ``u ⊙ Conv1x1(DWConv7x7_d3(DWConv5x5(u)))`` on ``(B, C, H, W)``."""
+
+    def __init__(self, dim: int, **dd: Any) -> None:
+        super().__init__()
+        self.conv0 = nn.Conv2d(dim, dim, 5, padding=2, groups=dim, **dd)
+        self.conv_spatial = nn.Conv2d(dim, dim, 7, padding=9, groups=dim, dilation=3, **dd)
+        self.conv1 = nn.Conv2d(dim, dim, 1, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.conv1(self.conv_spatial(self.conv0(x)))
+
+
+class SpatialAttention(nn.Module):
+    """The attention branch: ``proj_2(LKA(GELU(proj_1(x)))) + x`` (the official module's inner shortcut)."""
+
+    def __init__(self, dim: int, act_layer: type[nn.Module] = nn.GELU, **dd: Any) -> None:
+        super().__init__()
+        self.proj_1 = nn.Conv2d(dim, dim, 1, **dd)
+        self.activation = act_layer()
+        self.spatial_gating_unit = LKA(dim, **dd)
+        self.proj_2 = nn.Conv2d(dim, dim, 1, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x)))) + x
+
+
+class DWConv(nn.Module):
+    """3x3 depthwise convolution (kept as its own module for the official ``mlp.dwconv.dwconv`` key)."""
+
+    def __init__(self, dim: int, **dd: Any) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dwconv(x)
+
+
+class ConvMlp(nn.Module):
+    """``fc2(drop(GELU(DWConv3x3(fc1(x)))))`` with 1x1 convolutions on ``(B, C, H, W)``.
+
+    timm's ``ConvMlp`` has no depthwise conv between the two projections, hence this small module.
+    """
+
+    def __init__(
+        self, dim: int, hidden: int, act_layer: type[nn.Module] = nn.GELU, drop: float = 0.0, **dd: Any
+    ) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1, **dd)
+        self.dwconv = DWConv(hidden, **dd)
+        self.act = act_layer()
+        self.fc2 = nn.Conv2d(hidden, dim, 1, **dd)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.act(self.dwconv(self.fc1(x))))
+        return self.drop(self.fc2(x))
+
+
+class VANBlock(nn.Module):
+    """``x + γ1 ⊙ Attention(BN1(x))`` then ``x + γ2 ⊙ MLP(BN2(x))``, on ``(B, C, H, W)``."""
+
+    def __init__(
+        self,
+        dim: int,
+        mlp_ratio: float = 4.0,
+        proj_drop: float = 0.0,
+        drop_path: float = 0.0,
+        ls_init_value: float = 1e-2,
+        act_layer: type[nn.Module] = nn.GELU,
+        **dd: Any,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(dim, **dd)
+        self.attn = SpatialAttention(dim, act_layer, **dd)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.BatchNorm2d(dim, **dd)
+        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), act_layer, proj_drop, **dd)
+        self.layer_scale_1 = nn.Parameter(torch.full((dim,), float(ls_init_value), **dd))
+        self.layer_scale_2 = nn.Parameter(torch.full((dim,), float(ls_init_value), **dd))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g1, g2 = self.layer_scale_1.view(-1, 1, 1), self.layer_scale_2.view(-1, 1, 1)
+        if isinstance(self.drop_path, nn.Identity):  # one fused kernel for x + γ ⊙ y
+            x = torch.addcmul(x, g1, self.attn(self.norm1(x)))
+            return torch.addcmul(x, g2, self.mlp(self.norm2(x)))
+        x = x + self.drop_path(g1 * self.attn(self.norm1(x)))
+        return x + self.drop_path(g2 * self.mlp(self.norm2(x)))
+
+
+class OverlapPatchEmbed(nn.Module):
+    """Strided convolution (padding ``k // 2``, so the output is ``ceil(H / stride)``) + BatchNorm."""
+
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, stride: int, **dd: Any) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=stride, padding=patch_size // 2, **dd)
+        self.norm = nn.BatchNorm2d(embed_dim, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+
+class StageNorm(nn.LayerNorm):
+    """LayerNorm over C of a ``(B, C, H, W)`` map that keeps the input's memory format.
+
+    The normalised axis must be innermost for ``F.layer_norm``: in channels-last memory the NHWC view already
+    is, so the permutes are free. timm's ``LayerNorm2d`` computes the same but always returns channels-last
+    memory, which would switch an NCHW network to channels-last convolutions from stage 2 on; here NCHW input
+    gives NCHW output, so the layout the user picked holds for the whole network.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        y = y.permute(0, 3, 1, 2)
+        return y.contiguous() if x.is_contiguous() else y
+
+
+class VAN(nn.Module):
+    """Visual Attention Network (4 stages, strides 4/8/16/32).
+
+    Attributes ``patch_embed{i}``, ``block{i}`` and ``norm{i}`` (i = 1..4) mirror the official layout.
+    ``drop_rate`` is the classifier dropout (timm convention); ``proj_drop_rate`` is the MLP dropout the
+    official code calls ``drop_rate``. Both are 0 in every published recipe.
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        embed_dims: Sequence[int] = (64, 128, 256, 512),
+        depths: Sequence[int] = (3, 4, 6, 3),
+        mlp_ratios: float | Sequence[float] = (8.0, 8.0, 4.0, 4.0),
+        ls_init_value: float = 1e-2,
+        norm_eps: float = 1e-6,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        act_layer: type[nn.Module] = nn.GELU,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        num_stages = len(depths)
+        if len(embed_dims) != num_stages:
+            raise ValueError(f"embed_dims must have one entry per stage ({num_stages}), got {tuple(embed_dims)}")
+        if global_pool not in ("avg", "max", "avgmax", "catavgmax", ""):
+            raise ValueError(f"global_pool must be 'avg', 'max', 'avgmax', 'catavgmax' or '', got {global_pool!r}")
+        mlp_ratios = to_ntuple(num_stages)(mlp_ratios)
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.num_stages = num_stages
+        self.depths = tuple(depths)
+        self.grad_checkpointing = False
+        self.feature_info: list[dict[str, Any]] = []
+
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        cur = 0
+        for i in range(num_stages):
+            in_dim = in_chans if i == 0 else embed_dims[i - 1]
+            embed = OverlapPatchEmbed(in_dim, embed_dims[i], 7 if i == 0 else 3, 4 if i == 0 else 2, **dd)
+            blocks = nn.Sequential(
+                *[
+                    VANBlock(embed_dims[i], mlp_ratios[i], proj_drop_rate, dpr[cur + j], ls_init_value, act_layer, **dd)
+                    for j in range(depths[i])
+                ]
+            )
+            cur += depths[i]
+            setattr(self, f"patch_embed{i + 1}", embed)
+            setattr(self, f"block{i + 1}", blocks)
+            setattr(self, f"norm{i + 1}", StageNorm(embed_dims[i], eps=norm_eps, **dd))
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=4 * 2**i, module=f"norm{i + 1}"))
+
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.head_drop = nn.Dropout(drop_rate)
+        pooled = self.num_features * self.global_pool.feat_mult()
+        self.head = nn.Linear(pooled, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # The official initialisation: trunc-normal linears, fan-out normal convolutions.
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # --- timm API -----------------------------------------------------------------------------------------
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r"^patch_embed1\.",
+            blocks=r"^(?:patch_embed|block|norm)(\d+)"
+            if coarse
+            else [
+                (r"^patch_embed(\d+)\.", (0,)),
+                (r"^block(\d+)\.(\d+)", None),
+                (r"^norm(\d+)\.", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        pooled = self.num_features * self.global_pool.feat_mult()
+        w = self.patch_embed1.proj.weight  # the device and dtype the new classifier takes
+        self.head = nn.Linear(pooled, num_classes, device=w.device, dtype=w.dtype) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            self._init_weights(self.head)
+
+    def load_pretrained(self, path: str) -> None:
+        """Load an official training checkpoint (weights under ``state_dict``) or a converted state dict."""
+        load_pretrained_file(self, path, checkpoint_filter_fn, state_dict_key="state_dict")
+
+    # --- forward ------------------------------------------------------------------------------------------
+    def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        x = getattr(self, f"patch_embed{i + 1}")(x)
+        blocks = getattr(self, f"block{i + 1}")
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(blocks, x)
+        else:
+            x = blocks(x)
+        return getattr(self, f"norm{i + 1}")(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs (after each stage's LayerNorm), ``(B, C_i, ceil(H / 2^(i+2)), ceil(W / 2^(i+2)))``.
+
+        Args:
+            indices: take the last n stages if an int, all if None, else the listed stage indices.
+            norm: accepted for the timm API; every stage already ends with its own norm.
+            stop_early: stop after the last requested stage.
+            output_fmt: only ``"NCHW"``.
+            intermediates_only: return only the list of intermediates.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        check_image_input(x, self.in_chans)
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        last = max_index if stop_early else self.num_stages - 1
+        intermediates = []
+        for i in range(last + 1):
+            x = self._stage(i, x)
+            if i in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages after the last requested one (and the head); returns the taken indices."""
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        prune_end = max_index < self.num_stages - 1
+        for i in range(max_index + 1, self.num_stages):
+            for name in (f"patch_embed{i + 1}", f"block{i + 1}", f"norm{i + 1}"):
+                delattr(self, name)
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        self.num_stages = max_index + 1
+        self.feature_info = self.feature_info[: max_index + 1]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_chans, H, W)`` -> normalised last-stage map ``(B, C_4, ceil(H/32), ceil(W/32))``."""
+        check_image_input(x, self.in_chans)
+        for i in range(self.num_stages):
+            x = self._stage(i, x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.global_pool(x))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Official VAN checkpoint -> this model. The layouts are equal; this only unwraps a training checkpoint
+    (``{"state_dict": ..., "optimizer": ..., "args": ...}``) and drops a DDP ``module.`` prefix."""
+    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
+        state_dict = state_dict["state_dict"]
+    out = {}
+    for k, v in state_dict.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        out[k[len("module.") :] if k.startswith("module.") else k] = v
+    return out
+
+
+def _create_van(variant: str, pretrained: bool = False, **kwargs: Any) -> VAN:
+    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
+    return build_linzoo_model(
+        VAN,
+        variant,
+        pretrained,
+        filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
+        **kwargs,
+    )
+
+
+def _cfg(name: str, **kwargs: Any) -> dict[str, Any]:
+    return base_cfg(
+        name,
+        first_conv="patch_embed1.proj",
+        license="apache-2.0",
+        paper_name="Visual Attention Network",
+        paper_ids="arXiv:2202.09741",
+        origin_url="https://github.com/Visual-Attention-Network/VAN-Classification",
+        **kwargs,
+    )
+
+
+# Published ImageNet-1k top-1 at 224 (README): B0 75.4, B1 81.1, B2 82.8, B3 83.9 (params 4.1/13.9/26.6/44.8 M,
+# GFLOPs 0.9/2.5/5.0/9.0). B4-B6 have no released ImageNet-1k weights in the official repository.
+default_cfgs = generate_default_cfgs(
+    {
+        "van_b0.in1k": _cfg("van_b0"),
+        "van_b1.in1k": _cfg("van_b1"),
+        "van_b2.in1k": _cfg("van_b2"),
+        "van_b3.in1k": _cfg("van_b3"),
+        "van_b4": _cfg("van_b4"),
+        "van_b5": _cfg("van_b5"),
+        "van_b6": _cfg("van_b6"),
+    }
+)
+
+
+@register_model
+def van_b0(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B0 (VAN-Tiny): dims 32/64/160/256, depths 3/3/5/2; 4.1 M params, 75.4 % top-1."""
+    args = dict(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2), mlp_ratios=(8, 8, 4, 4))
+    return _create_van("van_b0", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def van_b1(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B1 (VAN-Small): dims 64/128/320/512, depths 2/2/4/2; 13.9 M params, 81.1 % top-1."""
+    args = dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2), mlp_ratios=(8, 8, 4, 4))
+    return _create_van("van_b1", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def van_b2(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B2 (VAN-Base): dims 64/128/320/512, depths 3/3/12/3; 26.6 M params, 82.8 % top-1."""
+    args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3), mlp_ratios=(8, 8, 4, 4))
+    return _create_van("van_b2", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def van_b3(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B3 (VAN-Large): dims 64/128/320/512, depths 3/5/27/3; 44.8 M params, 83.9 % top-1."""
+    args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 27, 3), mlp_ratios=(8, 8, 4, 4))
+    return _create_van("van_b3", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def van_b4(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B4: dims 64/128/320/512, depths 3/6/40/3; 60.3 M params (no released ImageNet-1k weights)."""
+    args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3), mlp_ratios=(8, 8, 4, 4))
+    return _create_van("van_b4", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def van_b5(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B5: dims 96/192/480/768, depths 3/3/24/3; 90.0 M params (no released ImageNet-1k weights)."""
+    args = dict(embed_dims=(96, 192, 480, 768), depths=(3, 3, 24, 3), mlp_ratios=(8, 8, 4, 4))
+    return _create_van("van_b5", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def van_b6(pretrained: bool = False, **kwargs: Any) -> VAN:
+    """VAN-B6: dims 96/192/384/768, depths 6/6/90/6; 199.8 M params (no released ImageNet-1k weights)."""
+    args = dict(embed_dims=(96, 192, 384, 768), depths=(6, 6, 90, 6), mlp_ratios=(8, 8, 4, 4))
+    return _create_van("van_b6", pretrained, **dict(args, **kwargs))
