@@ -14,6 +14,7 @@ from timm.models._features_fx import register_notrace_function
 from timm.models._manipulate import adapt_input_conv
 from torch import nn
 
+import linzoo.kernels
 from linzoo.weights import check_state_dict, get_checkpoint, load_state_dict_file, pretrained_source
 
 __all__ = [
@@ -26,6 +27,12 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
+
+# The kernel ops validate shapes in Python and dispatch to custom ops; FX (timm's feature extraction) must
+# treat them as leaves rather than trace into them. Same for the RoPE table, which depends on the grid size.
+for _name in ("linear_attention", "neighborhood_attention_2d", "window_attention_2d", "rope_2d"):
+    if hasattr(linzoo.kernels, _name):
+        register_notrace_function(getattr(linzoo.kernels, _name))
 
 
 @register_notrace_function
@@ -76,7 +83,8 @@ def load_pretrained_file(
     """
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     if state_dict_key is None:
-        ckpt = get_checkpoint(cfg.get("architecture") or "")
+        arch, tag = cfg.get("architecture") or "", cfg.get("tag") or ""
+        ckpt = get_checkpoint(f"{arch}.{tag}") or get_checkpoint(arch)
         state_dict_key = ckpt.state_dict_key if ckpt is not None else None
     try:
         state_dict = load_state_dict_file(path, state_dict_key)
@@ -114,7 +122,15 @@ def build_linzoo_model(
     feature_cfg: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """``timm.models.build_model_with_cfg`` plus a clear error when official weights cannot be fetched."""
+    """``timm.models.build_model_with_cfg`` plus a clear error when official weights cannot be fetched.
+
+    A local file given as ``pretrained_cfg_overlay=dict(file=...)`` is read by the model's ``load_pretrained``
+    (linzoo's safe loader, the registry's ``state_dict_key``, the family's filter fn) rather than by timm's
+    generic loader, which would prefer an EMA copy and refuse pickled yacs configs.
+    """
+    overlay = kwargs.get("pretrained_cfg_overlay")
+    if pretrained and overlay and overlay.get("file") and "custom_load" not in overlay:
+        kwargs["pretrained_cfg_overlay"] = {**overlay, "custom_load": True}
     try:
         return build_model_with_cfg(
             model_cls, variant, pretrained, pretrained_filter_fn=filter_fn, feature_cfg=feature_cfg, **kwargs

@@ -284,7 +284,9 @@ class RAVLT(nn.Module):
                     **dd,
                 )
             )
-            self.feature_info.append({"num_chs": embed_dims[i], "reduction": 4 * 2**i, "module": f"layers.{i}"})
+            # The stage's last block: its output is the feature map before the stage-final downsample.
+            module = f"layers.{i}.blocks.{depths[i] - 1}"
+            self.feature_info.append({"num_chs": embed_dims[i], "reduction": 4 * 2**i, "module": module})
         self.proj = nn.Conv2d(self.num_features, projection, 1, **dd)
         self.norm = nn.BatchNorm2d(projection, **dd)
         self.head = nn.Conv2d(projection, num_classes, 1, **dd) if num_classes > 0 else nn.Identity()

@@ -96,14 +96,19 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.devi
         return load_file(str(path), device=str(map_location))
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as first_error:
-        try:
-            return torch.load(path, map_location=map_location, weights_only=False, pickle_module=_AllowListPickleModule)
-        except pickle.UnpicklingError as err:
-            raise CheckpointLoadError(
-                f"refused to load {path}: {err}. The file pickles objects outside the allow-list "
-                f"(torch's weights-only set + {sorted(EXTRA_ALLOWED_GLOBALS)}); weights_only=True said: {first_error}"
-            ) from err
+    except pickle.UnpicklingError:
+        pass  # the file pickles more than tensors: retry with the explicit allow-list below
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointLoadError(f"could not read {path} as a torch checkpoint: {err}") from err
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False, pickle_module=_AllowListPickleModule)
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointLoadError(f"could not read {path} as a torch checkpoint: {err}") from err
+    except pickle.UnpicklingError as err:
+        raise CheckpointLoadError(
+            f"refused to load {path}: {err}. Only torch's weights-only globals and "
+            f"{sorted(EXTRA_ALLOWED_GLOBALS)} are allowed; a file that needs more is not loaded."
+        ) from err
 
 
 def _strip_prefix(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
