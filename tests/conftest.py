@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,10 @@ import torch
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REFERENCE_KEYS = FIXTURES / "reference_keys"
 GOLDEN = FIXTURES / "golden"
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one intra-op thread per xdist worker: `pytest -n 2` on two cores would otherwise run four threads
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):

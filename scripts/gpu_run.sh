@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: install the carried wheels, run `pytest -m gpu` and every benchmark,
+# and pack the tables/plots into $OUT (the device tool returns at most 8 files, so one tarball + logs).
+#
+# From this machine (the device tool copies the repo; .whl/ and .official/ are git-ignored, so carry them):
+#   scripts/fetch_device_wheels.sh            # once: wheels the device lacks (diffusers, omegaconf, ...)
+#   run(command="bash scripts/gpu_run.sh [--quick] [STEP...]", carry=[".whl", ".official"], timeout_s=600)
+# Then unpack: tar -xzf <files_at>/results.tgz -C docs/benchmarks/
+# STEPs (default: all): tests kernels models lit linfusion
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/linzoo_out}"
+mkdir -p "$OUT" results
+QUICK=""
+STEPS=()
+for arg in "$@"; do
+  case "$arg" in
+    --quick) QUICK="--quick" ;;
+    *) STEPS+=("$arg") ;;
+  esac
+done
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests kernels models lit linfusion)
+export PYTHONUNBUFFERED=1
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+# linzoo.<x> -> <x>/ : an editable install maps the folders without copying them.
+python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || cat "$OUT/install.log"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee results/device.txt
+python3 -c "import torch, triton, timm; print('torch', torch.__version__, 'triton', triton.__version__, 'timm', timm.__version__)" | tee -a results/device.txt
+
+run_step() {  # name, command...
+  local name="$1"; shift
+  echo "=== $name: $*"
+  local start=$SECONDS
+  "$@" 2>&1 | tee "results/$name.log"
+  echo "=== $name finished in $((SECONDS - start)) s (exit ${PIPESTATUS[0]})"
+}
+
+for step in "${STEPS[@]}"; do
+  case "$step" in
+    tests) run_step pytest_gpu python3 -m pytest -m gpu -q -p no:cacheprovider -x --timeout 300 ;;
+    kernels)
+      run_step bench_linear_attention python3 benchmarks/linear_attention.py --out results $QUICK
+      run_step bench_neighborhood_attention python3 benchmarks/neighborhood_attention.py --out results $QUICK ;;
+    models) run_step bench_models python3 benchmarks/models.py --out results --official-dir .official $QUICK ;;
+    lit) run_step bench_lit python3 benchmarks/lit.py --out results $QUICK ;;
+    linfusion) run_step bench_linfusion python3 benchmarks/linfusion.py --out results $QUICK ;;
+    *) echo "unknown step $step" ;;
+  esac
+done
+tar -czf "$OUT/results.tgz" -C results .
+cp results/pytest_gpu.log "$OUT/" 2>/dev/null || true
+ls -la "$OUT"
