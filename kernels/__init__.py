@@ -7,7 +7,14 @@ op with a fake implementation and autograd.
 
 from ._backend import BACKENDS, ENV_VAR, resolve_backend, triton_available
 from .linear_attention import linear_attention, linear_attention_reference
+from .neighborhood_attention import neighborhood_attention_2d, neighborhood_attention_2d_reference
 from .rope import apply_rope, rope_2d, rope_2d_frequencies
+from .window_attention import (
+    rpb_to_swin_table,
+    swin_table_to_rpb,
+    window_attention_2d,
+    window_attention_2d_reference,
+)
 
 __all__ = [
     "BACKENDS",
@@ -15,8 +22,14 @@ __all__ = [
     "apply_rope",
     "linear_attention",
     "linear_attention_reference",
+    "neighborhood_attention_2d",
+    "neighborhood_attention_2d_reference",
     "resolve_backend",
     "rope_2d",
     "rope_2d_frequencies",
+    "rpb_to_swin_table",
+    "swin_table_to_rpb",
     "triton_available",
+    "window_attention_2d",
+    "window_attention_2d_reference",
 ]

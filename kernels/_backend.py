@@ -36,8 +36,8 @@ def resolve_backend(backend: str, device: torch.device, *, triton_supported: boo
     """Return ``"triton"`` or ``"torch"`` for a call on ``device``.
 
     ``backend="auto"`` defers to the env var ``LINZOO_KERNEL_BACKEND`` and otherwise picks Triton on CUDA
-    (or on the CPU when ``TRITON_INTERPRET=1``, so tests exercise the kernels) and the reference elsewhere.
-    An explicit ``"triton"`` that cannot run raises instead of silently falling back.
+    and the reference elsewhere. An explicit ``"triton"`` runs on the CPU only under ``TRITON_INTERPRET=1``
+    (how CI tests the kernels) and otherwise raises instead of silently falling back.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -47,7 +47,7 @@ def resolve_backend(backend: str, device: torch.device, *, triton_supported: boo
             raise ValueError(f"{ENV_VAR} must be one of {BACKENDS}, got {env!r}")
         backend = env
     if backend == "auto":
-        usable = triton_supported and triton_available() and (device.type == "cuda" or _interpret_mode())
+        usable = triton_supported and triton_available() and device.type == "cuda"
         return "triton" if usable else "torch"
     if backend == "triton":
         if not triton_supported:

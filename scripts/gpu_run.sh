@@ -26,8 +26,10 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-# linzoo.<x> -> <x>/ : an editable install maps the folders without copying them.
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || cat "$OUT/install.log"
+# linzoo.<x> -> <x>/ without installing (an editable install fails there without network for build deps).
+mkdir -p /tmp/lz/linzoo
+for f in vision diffusion kernels train weights configs; do ln -sfn "$PWD/$f" "/tmp/lz/linzoo/$f"; done
+export PYTHONPATH="/tmp/lz${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee results/device.txt
 python3 -c "import torch, triton, timm; print('torch', torch.__version__, 'triton', triton.__version__, 'timm', timm.__version__)" | tee -a results/device.txt
 

@@ -13,6 +13,11 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REFERENCE_KEYS = FIXTURES / "reference_keys"
 GOLDEN = FIXTURES / "golden"
 
+if not torch.cuda.is_available():
+    # Without a GPU the Triton kernels run in Triton's interpreter. It must be chosen before anything imports
+    # Triton; `backend="auto"` still picks the PyTorch reference on the CPU, the kernel tests ask for "triton".
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one intra-op thread per xdist worker: `pytest -n 2` on two cores would otherwise run four threads
     torch.set_num_threads(1)

@@ -43,7 +43,7 @@ from timm.models.swin_transformer import PatchMerging
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from linzoo.kernels import linear_attention
+from linzoo.kernels import linear_attention, window_attention_2d
 
 from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file
 
@@ -298,14 +298,18 @@ class InLineDeiT(_InLineBase):
         dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.blocks = nn.Sequential(
             *[
-                TokenBlock(embed_dim, num_heads, mlp_ratio, norm_layer, dpr[i], proj_drop_rate, num_prefix_tokens=1, **dd)
+                TokenBlock(
+                    embed_dim, num_heads, mlp_ratio, norm_layer, dpr[i], proj_drop_rate, num_prefix_tokens=1, **dd
+                )
                 for i in range(depth)
             ]
         )
         self.norm = norm_layer(embed_dim, **dd)
         self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
         reduction = self.patch_embed.patch_size[0]
-        self.feature_info = [{"module": f"blocks.{i}", "num_chs": embed_dim, "reduction": reduction} for i in range(depth)]
+        self.feature_info = [
+            {"module": f"blocks.{i}", "num_chs": embed_dim, "reduction": reduction} for i in range(depth)
+        ]
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
         self.apply(self._init_weights)
@@ -316,7 +320,10 @@ class InLineDeiT(_InLineBase):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return {"stem": r"^cls_token|^pos_embed|^patch_embed", "blocks": [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))]}
+        return {
+            "stem": r"^cls_token|^pos_embed|^patch_embed",
+            "blocks": [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
+        }
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         check_image_input(x, self.in_chans)
@@ -429,8 +436,14 @@ class InLinePVT(_InLineBase):
             start = sum(depths[:i])
             blocks = nn.ModuleList(
                 TokenBlock(
-                    embed_dims[i], num_heads[i], mlp_ratios[i], norm_layer, dpr[start + j], proj_drop_rate,
-                    split_qkv=True, **dd,
+                    embed_dims[i],
+                    num_heads[i],
+                    mlp_ratios[i],
+                    norm_layer,
+                    dpr[start + j],
+                    proj_drop_rate,
+                    split_qkv=True,
+                    **dd,
                 )  # fmt: skip
                 for j in range(depths[i])
             )
@@ -524,54 +537,32 @@ def _relative_position_index(window: int, device: torch.device | str | None = No
     return (rel[..., 0] * (2 * window - 1) + rel[..., 1]).to(device)
 
 
-def _window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
-    """``(B, H, W, C)`` -> ``(B·nW, w², C)`` (H, W multiples of the window)."""
-    b, h, w, c = x.shape
-    x = x.reshape(b, h // window, window, w // window, window, c).transpose(2, 3)
-    return x.reshape(-1, window * window, c)
+def swin_attn_mask(size: tuple[int, int], window: int, shift: int, device: Any = None) -> torch.Tensor:
+    """Swin's additive shift mask ``(nW, w², w²)`` (0 / −100) for a ``size`` map (multiples of the window).
 
-
-def _window_reverse(x: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`_window_partition` -> ``(B, H, W, C)``."""
-    c = x.shape[-1]
-    x = x.reshape(-1, h // window, w // window, window, window, c).transpose(2, 3)
-    return x.reshape(-1, h, w, c)
-
-
-def swin_attn_mask(
-    size: tuple[int, int], window: int, shift: int, real: tuple[int, int] | None = None, device: Any = None
-) -> torch.Tensor | None:
-    """Additive mask ``(nW, w², w²)`` (0 / −100) for a padded, cyclically shifted map, or None if unneeded.
-
-    ``size``: the padded ``(H_p, W_p)``; ``real``: the unpadded ``(H, W)`` (keys in the padding are masked).
-    With no padding this is exactly Swin's ``attn_mask`` (regions [0, L−w), [L−w, L−s), [L−s, L) per axis).
+    Per axis the rolled map has three regions, [0, L−w), [L−w, L−s), [L−s, L); tokens of different regions
+    in one window must not attend to each other. Only used for the persistent ``attn_mask`` buffer that the
+    official checkpoints carry; the computation itself masks inside :func:`linzoo.kernels.window_attention_2d`.
     """
     hp, wp = size
-    h, w = real if real is not None else size
-    if shift == 0 and (h, w) == (hp, wp):
-        return None
 
     def region(length: int) -> torch.Tensor:
         pos = torch.arange(length, device=device)
-        if shift == 0:
-            return torch.zeros_like(pos)
         return (pos >= length - window).long() + (pos >= length - shift).long()
 
-    ids = (region(hp)[:, None] * 3 + region(wp)[None, :]).float()
-    valid = torch.zeros(hp, wp, device=device)
-    valid[:h, :w] = 1.0
-    maps = torch.stack((ids, torch.roll(valid, (-shift, -shift), (0, 1))), dim=-1)[None]
-    win = _window_partition(maps, window)  # (nW, w², 2)
-    same = win[:, :, None, 0] == win[:, None, :, 0]
-    allowed = same & (win[:, None, :, 1] > 0)
-    return torch.zeros(allowed.shape, device=device).masked_fill(~allowed, _MASK_VALUE)
+    ids = region(hp)[:, None] * 3 + region(wp)[None, :]
+    ids = ids.reshape(hp // window, window, wp // window, window).transpose(1, 2).reshape(-1, window * window)
+    same = ids[:, :, None] == ids[:, None, :]
+    return torch.zeros(same.shape, device=device).masked_fill(~same, _MASK_VALUE)
 
 
 class WindowAttention(nn.Module):
     """Swin (shifted) window softmax attention with relative position bias, on ``(B, H, W, C)`` maps.
 
     Keys as in Swin: ``qkv``, ``proj``, ``relative_position_bias_table`` ``((2w−1)², heads)`` and the
-    persistent ``relative_position_index`` buffer. Runs through ``F.scaled_dot_product_attention``.
+    persistent ``relative_position_index`` buffer (kept so the state dict equals the official one; the
+    kernel gathers the table with the same index). Runs through :func:`linzoo.kernels.window_attention_2d`
+    (pad to the window, roll, mask, Triton on GPU); padded positions are never keys.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, proj_drop: float = 0.0, **dd: Any) -> None:
@@ -587,28 +578,22 @@ class WindowAttention(nn.Module):
         self.register_buffer("relative_position_index", _relative_position_index(window_size, dd.get("device")))
         trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """``x (B·nW, w², C)`` windows, ``mask (nW, w², w²)`` additive or None -> ``(B·nW, w², C)``."""
-        bw, t, c = x.shape
-        q, k, v = (_heads(y, self.num_heads) for y in self.qkv(x).chunk(3, dim=-1))
-        bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
-        bias = bias.reshape(t, t, -1).permute(2, 0, 1).to(q.dtype)  # (heads, w², w²)
-        if mask is not None:
-            nw = mask.shape[0]
-            bias = (bias[None] + mask[:, None].to(q.dtype)).unsqueeze(0).expand(bw // nw, -1, -1, -1, -1)
-            bias = bias.reshape(bw, self.num_heads, t, t)
-        else:
-            bias = bias.unsqueeze(0).expand(bw, -1, -1, -1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(bw, t, c)))
+    def forward(self, x: torch.Tensor, shift: int) -> torch.Tensor:
+        """``x (B, H, W, C)`` -> ``(B, H, W, C)``; windows of ``window_size``, cyclic ``shift``."""
+        b, h, w, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, h, w, 3, self.num_heads, c // self.num_heads).permute(3, 0, 4, 1, 2, 5)
+        out = window_attention_2d(
+            q, k, v, self.window_size, shift=shift, rpb=self.relative_position_bias_table, pad_mode="mask"
+        )
+        return self.proj_drop(self.proj(out.permute(0, 2, 3, 1, 4).reshape(b, h, w, c)))
 
 
 class SwinBlock(nn.Module):
     """Swin block on ``(B, H, W, C)`` with either global InLine attention (``I``) or shifted windows (``S``).
 
-    S blocks pad the map to a multiple of the window, roll by ``shift`` (only when the map is larger than one
-    window, as Swin does), attend per window and undo both. ``attn_mask`` (persistent, only on shifted blocks)
-    holds the mask of the default resolution, as in the official checkpoints; other sizes build theirs.
+    S blocks shift by half a window on odd block indices, but not when the map fits in one window (Swin's
+    rule). ``attn_mask`` (persistent, only on shifted blocks) is the official buffer of the default
+    resolution, kept for state-dict compatibility; the kernel builds the mask for the actual size.
     """
 
     def __init__(
@@ -630,7 +615,6 @@ class SwinBlock(nn.Module):
         self.kind = kind
         self.window_size = window_size
         self.shift = window_size // 2 if shift else 0
-        self.resolution = tuple(resolution)
         self.norm1 = nn.LayerNorm(dim, **dd)
         if kind == "I":
             self.attn = InLineAttention(dim, num_heads, proj_drop=proj_drop, **dd)
@@ -640,34 +624,13 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, **dd)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop, **dd)
         mask = None
-        if kind == "S" and self._shift_for(*self.resolution):
-            mask = swin_attn_mask(self._padded(*self.resolution), window_size, self.shift, device=dd.get("device"))
+        if kind == "S" and self._shift_for(*resolution):
+            padded = tuple(-(-r // window_size) * window_size for r in resolution)
+            mask = swin_attn_mask(padded, window_size, self.shift, device=dd.get("device"))
         self.register_buffer("attn_mask", mask)
 
     def _shift_for(self, h: int, w: int) -> int:
-        # Swin: no shift when the map fits in one window
         return self.shift if min(h, w) > self.window_size else 0
-
-    def _padded(self, h: int, w: int) -> tuple[int, int]:
-        ws = self.window_size
-        return -(-h // ws) * ws, -(-w // ws) * ws
-
-    def _window_attn(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        ws = self.window_size
-        shift = self._shift_for(h, w)
-        hp, wp = self._padded(h, w)
-        x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
-        if (h, w) == self.resolution and self.attn_mask is not None and (hp, wp) == (h, w):
-            mask = self.attn_mask
-        else:
-            mask = swin_attn_mask((hp, wp), ws, shift, (h, w), device=x.device)
-        if shift:
-            x = torch.roll(x, (-shift, -shift), (1, 2))
-        x = _window_reverse(self.attn(_window_partition(x, ws), mask), ws, hp, wp)
-        if shift:
-            x = torch.roll(x, (shift, shift), (1, 2))
-        return x[:, :h, :w]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
@@ -675,7 +638,7 @@ class SwinBlock(nn.Module):
         if self.kind == "I":
             y = self.attn(y.reshape(b, h * w, c), (h, w)).reshape(b, h, w, c)
         else:
-            y = self._window_attn(y)
+            y = self.attn(y, self._shift_for(h, w))
         x = x + self.drop_path(y)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -848,8 +811,17 @@ class InLineSwin(_StagedBase):
             dim = embed_dim * 2**i
             self.layers.append(
                 SwinStage(
-                    dim, depths[i], num_heads[i], kinds[i], window_size, res, i < num_stages - 1, mlp_ratio,
-                    dpr[start : start + depths[i]], proj_drop_rate, **dd,
+                    dim,
+                    depths[i],
+                    num_heads[i],
+                    kinds[i],
+                    window_size,
+                    res,
+                    i < num_stages - 1,
+                    mlp_ratio,
+                    dpr[start : start + depths[i]],
+                    proj_drop_rate,
+                    **dd,
                 )  # fmt: skip
             )
             self.feature_info.append({"num_chs": dim, "reduction": 4 * 2**i, "module": f"layers.{i}"})
@@ -872,7 +844,11 @@ class InLineSwin(_StagedBase):
             "stem": r"^patch_embed",
             "blocks": r"^layers\.(\d+)"
             if coarse
-            else [(r"^layers\.(\d+)\.blocks\.(\d+)", None), (r"^layers\.(\d+)\.downsample", (0,)), (r"^norm", (99999,))],
+            else [
+                (r"^layers\.(\d+)\.blocks\.(\d+)", None),
+                (r"^layers\.(\d+)\.downsample", (0,)),
+                (r"^norm", (99999,)),
+            ],
         }
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
@@ -1110,8 +1086,15 @@ class InLineCSwin(_StagedBase):
             start = sum(depths[:i])
             blocks = nn.ModuleList(
                 CSwinBlock(
-                    dim, num_heads[i], attn_types[i], split_size[i], i == num_stages - 1, mlp_ratio, dpr[start + j],
-                    proj_drop_rate, **dd,
+                    dim,
+                    num_heads[i],
+                    attn_types[i],
+                    split_size[i],
+                    i == num_stages - 1,
+                    mlp_ratio,
+                    dpr[start + j],
+                    proj_drop_rate,
+                    **dd,
                 )  # fmt: skip
                 for j in range(depths[i])
             )
@@ -1210,11 +1193,13 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
 
 
 def _create(cls: type[nn.Module], variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
-    if cls is InLineDeiT:
-        feature_cfg = {"feature_cls": "getter", "out_indices": kwargs.pop("out_indices", 3)}
-    else:
-        feature_cfg = {"feature_cls": "getter", "out_indices": kwargs.pop("out_indices", (0, 1, 2, 3))}
-    return build_linzoo_model(cls, variant, pretrained, filter_fn=checkpoint_filter_fn, feature_cfg=feature_cfg, **kwargs)
+    # default features: every block of DeiT (stride 16), the four stages (strides 4-32) of the others
+    num_features = kwargs.get("depth", 12) if cls is InLineDeiT else len(kwargs.get("depths", (0,) * 4))
+    out_indices = kwargs.pop("out_indices", tuple(range(num_features)))
+    feature_cfg = {"feature_cls": "getter", "out_indices": out_indices}
+    return build_linzoo_model(
+        cls, variant, pretrained, filter_fn=checkpoint_filter_fn, feature_cfg=feature_cfg, **kwargs
+    )
 
 
 def _cfg(name: str, **kwargs: Any) -> dict[str, Any]:
@@ -1249,7 +1234,9 @@ default_cfgs = generate_default_cfgs(
         "inline_swin_s.in1k": _cfg("inline_swin_s", **_SWIN),
         "inline_swin_b.in1k": _cfg("inline_swin_b", **_SWIN),
         # official 384 recipe: TEST.CROP False -> plain 384×384 resize (no weights published)
-        "inline_swin_b_384": _cfg("inline_swin_b_384", input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0, **_SWIN),
+        "inline_swin_b_384": _cfg(
+            "inline_swin_b_384", input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0, **_SWIN
+        ),
         "inline_cswin_t.in1k": _cfg("inline_cswin_t", **_CSWIN),
         "inline_cswin_s.in1k": _cfg("inline_cswin_s", **_CSWIN),
         "inline_cswin_b.in1k": _cfg("inline_cswin_b", **_CSWIN),

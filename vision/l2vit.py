@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, to_ntuple, trunc_normal_
+from timm.layers import DropPath, Mlp, calculate_drop_path_rates, to_ntuple, trunc_normal_
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
@@ -94,7 +94,7 @@ class WindowAttention(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         Hp, Wp = H + pad_h, W + pad_w
-        qkv = self.qkv(x).view(B, Hp, Wp, 3, self.num_heads, C // self.num_heads).permute(3, 0, 4, 1, 2, 5)
+        qkv = self.qkv(x).reshape(B, Hp, Wp, 3, self.num_heads, C // self.num_heads).permute(3, 0, 4, 1, 2, 5)
         out = window_attention_2d(qkv[0], qkv[1], qkv[2], ws)  # (B, heads, Hp, Wp, d), scale d^-1/2
         out = out.permute(0, 2, 3, 1, 4).reshape(B, Hp, Wp, C)
         if pad_h or pad_w:
@@ -123,7 +123,7 @@ class LinearAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
         N = H * W
-        qkv = self.qkv(x).view(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         out = linear_attention(
             qkv[0],
             qkv[1],
@@ -309,7 +309,7 @@ class L2ViT(nn.Module):
         self.downsample_layers = nn.ModuleList(
             [Stem(in_chans, dims[0], **dd)] + [Downsample(dims[i - 1], dims[i], **dd) for i in range(1, num_stages)]
         )
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))  # per block, 0 -> rate (also on meta)
         self.stages = nn.ModuleList()
         self.feature_info: list[dict[str, Any]] = []
         cur = 0
@@ -519,10 +519,22 @@ default_cfgs = generate_default_cfgs(
         "l2vit_t.in1k": _cfg("l2vit_t"),
         "l2vit_s.in1k": _cfg("l2vit_s"),
         "l2vit_b.in1k": _cfg("l2vit_b"),
-        "l2vit_b.in22k_ft_in1k": _cfg("l2vit_b.in22k_ft_in1k"),
-        "l2vit_b.in22k": _cfg("l2vit_b.in22k", num_classes=21841),
+        "l2vit_b.in22k_ft_in1k": _cfg(
+            "l2vit_b.in22k_ft_in1k",
+            notes=("published ImageNet-1k top-1 86.0 (ImageNet-22k pre-training, fine-tuned at 224)",),
+        ),
+        "l2vit_b.in22k": _cfg(
+            "l2vit_b.in22k",
+            num_classes=21841,
+            notes=("ImageNet-22k pre-training; 21841 classes in the repository's own order (custom_map22kto1k.txt)",),
+        ),
         "l2vit_b_384.in22k_ft_in1k": _cfg(
-            "l2vit_b_384.in22k_ft_in1k", input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0, crop_mode="squash"
+            "l2vit_b_384.in22k_ft_in1k",
+            input_size=(3, 384, 384),
+            pool_size=(12, 12),
+            crop_pct=1.0,
+            crop_mode="squash",
+            notes=("published ImageNet-1k top-1 87.0 (ImageNet-22k pre-training, fine-tuned at 384)",),
         ),
     }
 )

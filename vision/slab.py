@@ -36,6 +36,7 @@ with masked keys, and every hierarchical variant provides ``features_only``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -81,6 +82,11 @@ def _make_norm(kind: str, dim: int, step: int, ln_eps: float) -> nn.Module:
     raise ValueError(f"norm must be one of {_NORM_KINDS}, got {kind!r}")
 
 
+def _dpr(rate: float, n: int) -> list[float]:
+    """Stochastic-depth rates rising linearly from 0 to ``rate`` over ``n`` blocks (plain floats: meta-safe)."""
+    return [rate * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+
+
 def _resize_tokens(t: torch.Tensor, src: tuple[int, int], dst: tuple[int, int], mode: str) -> torch.Tensor:
     """Resize a ``(1, Hs·Ws, C)`` grid of embeddings to ``(1, Hd·Wd, C)`` (``align_corners=False``)."""
     if tuple(src) == tuple(dst):
@@ -91,10 +97,11 @@ def _resize_tokens(t: torch.Tensor, src: tuple[int, int], dst: tuple[int, int], 
     return grid.permute(0, 2, 3, 1).reshape(1, dst[0] * dst[1], c)
 
 
-def _autocast_off(device: torch.device):
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast disabled on ``device`` (the official DeiT/Swin SLA runs in float32 under AMP)."""
     if device.type in ("cuda", "cpu", "xpu", "mps"):
         return torch.autocast(device_type=device.type, enabled=False)
-    return torch.autocast(device_type="cpu", enabled=torch.is_autocast_enabled("cpu"))
+    return contextlib.nullcontext()
 
 
 def simplified_linear_attention(
@@ -409,7 +416,7 @@ class SlabDeiT(_SlabBase):
         num_pos = self.grid[0] * self.grid[1] + self.num_prefix_tokens
         self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = _dpr(drop_path_rate, depth)
         self.blocks = nn.ModuleList(
             DeiTBlock(
                 embed_dim,
@@ -508,7 +515,7 @@ class SlabDeiT(_SlabBase):
 # PVT: slab_pvt_t/s/m, pvt_t/s/m_prepbn
 # ---------------------------------------------------------------------------------------------------------------
 class PVTSimplifiedLinearAttention(nn.Module):
-    """PVT's SLA (keys ``q``, ``kv``, ``proj``, ``dwc``, ``positional_encoding``), no spatial reduction, no fp32 cast."""
+    """PVT's SLA (keys ``q kv proj dwc positional_encoding``), no spatial reduction, no fp32 cast."""
 
     def __init__(
         self,
@@ -684,7 +691,7 @@ class SlabPVT(_SlabBase):
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.grad_checkpointing = False
         self.grids = []
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = _dpr(drop_path_rate, sum(depths))
         self.feature_info = []
         cur = 0
         for i in range(num_stages):
@@ -745,10 +752,9 @@ class SlabPVT(_SlabBase):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_image_input(x, self.in_chans)
-        for i in range(self.num_stages):
-            if i:
-                x = _to_nchw(x, hw)
-            x, hw = self._stage(i, x)
+        x, hw = self._stage(0, x)
+        for i in range(1, self.num_stages):
+            x, hw = self._stage(i, _to_nchw(x, hw))
         return x
 
     def forward_intermediates(
@@ -767,10 +773,9 @@ class SlabPVT(_SlabBase):
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
         last = max_index if (stop_early or intermediates_only) else self.num_stages - 1
         intermediates = []
+        hw = (x.shape[2], x.shape[3])  # only read for stages > 0, after the first stage has set it
         for i in range(last + 1):
-            if i:
-                x = _to_nchw(x, hw)
-            x, hw = self._stage(i, x)
+            x, hw = self._stage(i, _to_nchw(x, hw) if i else x)
             if i in take_indices:
                 intermediates.append(_to_nchw(x, hw))
         if intermediates_only:
@@ -984,11 +989,9 @@ class SlabSwin(_SlabBase):
         self.head_drop = head_drop_rate
         self.num_features = self.head_hidden_size = int(embed_dim * 2 ** (num_stages - 1))
         self.grad_checkpointing = False
-        self.patch_embed = PatchEmbed(
-            in_chans, embed_dim, patch_size, _make_norm(norm, embed_dim, prepbn_step, ln_eps)
-        )
+        self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size, _make_norm(norm, embed_dim, prepbn_step, ln_eps))
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = _dpr(drop_path_rate, sum(depths))
         self.layers = nn.ModuleList()
         self.feature_info = []
         for i in range(num_stages):
@@ -1102,7 +1105,7 @@ class SlabSwin(_SlabBase):
 # CSWin: slab_cswin_t/s
 # ---------------------------------------------------------------------------------------------------------------
 class CSWinSimplifiedLinearAttention(nn.Module):
-    """CSWin's SLA over the whole map plus LePE (keys ``scale`` (unused), ``positional_encoding``, ``get_v``, ``dwc``)."""
+    """CSWin's SLA over the whole map plus LePE (keys ``scale`` (unused), ``positional_encoding get_v dwc``)."""
 
     def __init__(self, dim: int, num_heads: int, grid: tuple[int, int], kernel_size: int = 5) -> None:
         super().__init__()
@@ -1152,7 +1155,7 @@ class LePEAttention(nn.Module):
         heads, d = self.num_heads, c // self.num_heads
         win = grid.reshape(b, nh, hs, nw, ws, 3, heads, d).permute(5, 0, 1, 3, 6, 2, 4, 7)
         win = win.reshape(3, b * nh * nw, heads, hs, ws, d)
-        q, k, v = (t.flatten(3, 4) for t in win.unbind(0))
+        q, k, v = (t.flatten(2, 3) for t in win.unbind(0))
         lepe = self.get_v(v.transpose(-1, -2).reshape(-1, c, hs, ws))
         lepe = lepe.reshape(-1, heads, d, hs * ws).transpose(-1, -2)
         mask = None
@@ -1203,9 +1206,7 @@ class CSWinBlock(nn.Module):
         elif one_branch:
             self.attns = nn.ModuleList([LePEAttention(dim, num_heads, -1, split, attn_drop)])
         else:
-            self.attns = nn.ModuleList(
-                LePEAttention(dim // 2, num_heads // 2, i, split, attn_drop) for i in range(2)
-            )
+            self.attns = nn.ModuleList(LePEAttention(dim // 2, num_heads // 2, i, split, attn_drop) for i in range(2))
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.norm2 = _make_norm("linear", dim, prepbn_step, ln_eps)
@@ -1304,7 +1305,7 @@ class SlabCSWin(_SlabBase):
         self.stage1_conv_embed = ConvEmbed(
             nn.Conv2d(in_chans, embed_dim, 7, 4, 2), _Tokens(), _make_norm("linear", embed_dim, prepbn_step, ln_eps)
         )
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = _dpr(drop_path_rate, sum(depths))
         self.feature_info = []
         self.params_without_grad = []
         dim = embed_dim
@@ -1466,7 +1467,8 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
 
 
 def _create(cls: type[nn.Module], variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
-    default_out = (0, 1, 2, 3) if cls is not SlabDeiT else (9, 10, 11)
+    # every stage (hierarchical) or every block (DeiT), as feature_info lists them
+    default_out = tuple(range(kwargs.get("depth", 12))) if cls is SlabDeiT else (0, 1, 2, 3)
     out_indices = kwargs.pop("out_indices", default_out)
     return build_linzoo_model(
         cls,

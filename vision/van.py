@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, SelectAdaptivePool2d, to_ntuple, trunc_normal_
+from timm.layers import DropPath, SelectAdaptivePool2d, calculate_drop_path_rates, to_ntuple, trunc_normal_
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
@@ -197,7 +197,7 @@ class VAN(nn.Module):
         self.grad_checkpointing = False
         self.feature_info: list[dict[str, Any]] = []
 
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = calculate_drop_path_rates(drop_path_rate, sum(depths))  # per block, 0 -> rate (also on meta)
         cur = 0
         for i in range(num_stages):
             in_dim = in_chans if i == 0 else embed_dims[i - 1]
@@ -306,7 +306,7 @@ class VAN(nn.Module):
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
         check_image_input(x, self.in_chans)
         take_indices, max_index = feature_take_indices(self.num_stages, indices)
-        last = max_index if stop_early else self.num_stages - 1
+        last = max_index if (stop_early or intermediates_only) else self.num_stages - 1
         intermediates = []
         for i in range(last + 1):
             x = self._stage(i, x)

@@ -19,6 +19,8 @@ from .reference import FEATURE_MAPS, NORMALIZERS, default_scale, linear_attentio
 __all__ = ["FEATURE_MAPS", "NORMALIZERS", "linear_attention", "linear_attention_reference"]
 
 
+_MAX_TRITON_HEAD_DIM = 256
+
 try:  # the fused kernels need Triton; without it only the reference backend exists
     from . import triton_fused as _triton_fused
 except ImportError:
@@ -38,13 +40,23 @@ def _linear_attention_op(
     rope_cos: Optional[torch.Tensor],
     rope_sin: Optional[torch.Tensor],
     temperature: Optional[torch.Tensor],
-) -> torch.Tensor:
-    return _triton_fused.forward(q, k, v, feature_map, normalizer, eps, scale, clamp_min, rope_cos, rope_sin, temperature)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(o, S, z, aux)``: the output and the reduced fp32 state the backward reuses (O(B·heads·dk·dv))."""
+    return _triton_fused.forward_with_state(
+        q, k, v, feature_map, normalizer, eps, scale, clamp_min, rope_cos, rope_sin, temperature
+    )
 
 
 @_linear_attention_op.register_fake
 def _(q, k, v, feature_map, normalizer, eps, scale, clamp_min, rope_cos, rope_sin, temperature):
-    return v.new_empty((*q.shape[:-1], v.shape[-1]))
+    b, h, _, dk = q.shape
+    dv = v.shape[-1]
+    return (
+        v.new_empty((*q.shape[:-1], dv)),
+        q.new_empty((b, h, dk, dv), dtype=torch.float32),
+        q.new_empty((b, h, dk), dtype=torch.float32),
+        q.new_empty((b, h, dk + dv + 2), dtype=torch.float32),
+    )
 
 
 @torch.library.custom_op("linzoo::linear_attention_backward", mutates_args=())
@@ -53,6 +65,9 @@ def _linear_attention_backward_op(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
+    state_s: torch.Tensor,
+    state_z: torch.Tensor,
+    state_aux: torch.Tensor,
     feature_map: str,
     normalizer: str,
     eps: float,
@@ -63,27 +78,30 @@ def _linear_attention_backward_op(
     temperature: Optional[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     args = (grad_out, q, k, v, feature_map, normalizer, eps, scale, clamp_min, rope_cos, rope_sin, temperature)
-    return tuple(t.contiguous() for t in _triton_fused.backward(*args))
+    return tuple(t.contiguous() for t in _triton_fused.backward(*args, state=(state_s, state_z, state_aux)))
 
 
 @_linear_attention_backward_op.register_fake
-def _(grad_out, q, k, v, feature_map, normalizer, eps, scale, clamp_min, rope_cos, rope_sin, temperature):
+def _(grad_out, q, k, v, state_s, state_z, state_aux, feature_map, normalizer, eps, scale, clamp_min, rope_cos,
+      rope_sin, temperature):  # fmt: skip
     dtemp = temperature.new_empty(temperature.shape) if temperature is not None else q.new_empty(0)
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), dtemp
 
 
 def _setup_context(ctx, inputs, output):
     q, k, v, feature_map, normalizer, eps, scale, clamp_min, rope_cos, rope_sin, temperature = inputs
-    ctx.save_for_backward(q, k, v, rope_cos, rope_sin, temperature)
+    _, state_s, state_z, state_aux = output
+    ctx.save_for_backward(q, k, v, rope_cos, rope_sin, temperature, state_s, state_z, state_aux)
     ctx.options = (feature_map, normalizer, eps, scale, clamp_min)
 
 
-def _backward(ctx, grad_out):
-    q, k, v, rope_cos, rope_sin, temperature = ctx.saved_tensors
+def _backward(ctx, grad_out, _grad_s, _grad_z, _grad_aux):
+    q, k, v, rope_cos, rope_sin, temperature, state_s, state_z, state_aux = ctx.saved_tensors
     feature_map, normalizer, eps, scale, clamp_min = ctx.options
     dq, dk, dv, dtemp = _linear_attention_backward_op(
-        grad_out.contiguous(), q, k, v, feature_map, normalizer, eps, scale, clamp_min, rope_cos, rope_sin, temperature
-    )
+        grad_out, q, k, v, state_s, state_z, state_aux, feature_map, normalizer, eps, scale, clamp_min,
+        rope_cos, rope_sin, temperature,
+    )  # fmt: skip
     return dq, dk, dv, None, None, None, None, None, None, None, (dtemp if temperature is not None else None)
 
 
@@ -160,11 +178,22 @@ def linear_attention(
         backend: ``"auto"``, ``"triton"`` or ``"torch"``; ``auto`` honours ``LINZOO_KERNEL_BACKEND``.
     """
     _check_inputs(q, k, v, feature_map, normalizer, rope, temperature)
-    resolved = resolve_backend(backend, q.device, triton_supported=_triton_fused is not None)
+    # The fused kernels keep a (dk, <=128) state tile in registers: head dims up to 256 (padded to a power of 2).
+    fused_ok = _triton_fused is not None and max(q.shape[-1], v.shape[-1]) <= _MAX_TRITON_HEAD_DIM
+    resolved = resolve_backend(backend, q.device, triton_supported=fused_ok)
     rope_cos, rope_sin = (rope[0], rope[1]) if rope is not None else (None, None)
-    args = (q, k, v, feature_map, normalizer, float(eps), default_scale(normalizer, q.shape[-1], scale), float(clamp_min))
+    args = (
+        q,
+        k,
+        v,
+        feature_map,
+        normalizer,
+        float(eps),
+        default_scale(normalizer, q.shape[-1], scale),
+        float(clamp_min),
+    )
     if resolved == "triton":
-        return _linear_attention_op(*args, rope_cos, rope_sin, temperature)
+        return _linear_attention_op(*args, rope_cos, rope_sin, temperature)[0]
     # The reference is plain differentiable PyTorch: autograd, torch.compile (which fuses it), export and the
     # meta device all see through it.
     return linear_attention_reference(*args, rope_cos, rope_sin, temperature)

@@ -1,0 +1,379 @@
+"""Benchmark of non-causal linear attention: linzoo's fused Triton op against its peers, in one process.
+
+Peers: the PyTorch reference (eager and ``torch.compile``), softmax SDPA with each backend forced (flash,
+efficient, cuDNN: "what linear attention replaces") and flash-bidirectional-linear-attention's op when
+``flash_bla`` is importable. Shapes follow ../shared/research/kernels.md §6.2 (backbone stages at 224 px with
+batch 64, high resolution, DiT and SD shapes with d = 40/80/160); bf16 and fp32; forward (inference mode)
+and forward+backward; medians of ``triton.testing.do_bench`` (L2 cleared between runs), and CUDA-graph
+replays (``do_bench_cudagraph``) for our op where it runs under 100 µs.
+
+Writes ``docs/benchmarks/linear_attention.{md,json,png}`` (and the same under ``--out DIR``).
+The memory floor is the compulsory HBM traffic (kernels.md §5.2: fwd e·BHN(2dk+2dv), bwd
+e·BHN(4dk+3dv) + 4·BHN) over the copy bandwidth measured in the same run.
+
+    python benchmarks/linear_attention.py [--quick] [--out DIR] [--tune]
+    python benchmarks/linear_attention.py --render docs/benchmarks/linear_attention.json   # md + png only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+PEERS = ("ours", "eager", "compiled", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "flash_bla")
+
+# (label, B, H, N, dk, dv, feature_map, normalizer, rope)
+CASES = [  # in order of priority (a run cut short keeps the first rows)
+    ("DiT @2048", 4, 16, 16384, 64, 64, "elu+1", "standard", False),
+    ("DiT @2048 RALA", 4, 16, 16384, 64, 64, "elu+1", "rala", True),
+    ("RAVLT s1 @224", 64, 1, 3136, 64, 64, "elu+1", "rala", True),
+    ("LA s1 @224 (elu+1)", 64, 1, 3136, 64, 64, "elu+1", "standard", False),
+    ("InLine-Swin-T s1 @224", 64, 3, 3136, 32, 32, "identity", "injective", False),
+    ("s2 @224", 64, 2, 784, 64, 64, "elu+1", "standard", False),
+    ("ViG-S @224 dk32 dv64", 64, 6, 196, 32, 64, "elu+1", "standard", False),
+    ("SD-1.5 @512 s1 d40", 8, 8, 4096, 40, 40, "elu+1", "standard", False),
+    ("SD-1.5 @512 s2 d80", 8, 8, 1024, 80, 80, "elu+1", "standard", False),
+    ("SD-1.5 @512 s3 d160", 8, 8, 256, 160, 160, "elu+1", "standard", False),
+    ("FLUX-like d128", 2, 24, 4096, 128, 128, "elu+1", "standard", False),
+    ("s2 @1024", 8, 2, 16384, 64, 64, "elu+1", "standard", False),
+    ("RAVLT s1 @1024", 8, 1, 65536, 64, 64, "elu+1", "rala", True),
+    ("DiT @4096", 1, 16, 65536, 64, 64, "elu+1", "standard", False),
+]
+FP32_CASES = ("LA s1 @224 (elu+1)", "DiT @2048")
+QUICK_CASES = ("RAVLT s1 @224", "LA s1 @224 (elu+1)", "DiT @2048", "SD-1.5 @512 s1 d40")
+SWEEP_N = (1024, 4096, 16384, 65536)
+
+
+def _floor_bytes(b, h, n, dk, dv, elem, mode):
+    fwd = elem * b * h * n * (2 * dk + 2 * dv)
+    bwd = elem * b * h * n * (4 * dk + 3 * dv) + 4 * b * h * n
+    return fwd if mode == "fwd" else fwd + bwd
+
+
+def _bandwidth() -> float:
+    """Device copy bandwidth (read + write), bytes/s."""
+    from triton.testing import do_bench
+
+    x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    ms = do_bench(lambda: y.copy_(x), warmup=10, rep=50, return_mode="median")
+    return 2 * x.numel() / (ms * 1e-3)
+
+
+def _make_peers(case, dtype, compiled_ref):
+    from linzoo.kernels import linear_attention
+    from linzoo.kernels.linear_attention.reference import default_scale, linear_attention_reference
+
+    label, b, h, n, dk, dv, fm, norm, rope = case
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k = (torch.randn(b, h, n, dk, device="cuda", dtype=dtype, generator=g) for _ in range(2))
+    if fm == "identity":
+        q, k = q.abs() + 0.05, k.abs() + 0.05
+    v = torch.randn(b, h, n, dv, device="cuda", dtype=dtype, generator=g)
+    cos = sin = None
+    if rope:
+        ang = torch.rand(n, dk // 2, device="cuda", generator=g) * 6
+        cos, sin = ang.cos(), ang.sin()
+    scale = default_scale(norm, dk, None)
+    ref_args = (fm, norm, 1e-6, scale, 0.0, cos, sin, None)
+    peers = {
+        "ours": lambda q, k, v: linear_attention(
+            q, k, v, feature_map=fm, normalizer=norm, rope=(cos, sin) if rope else None, backend="triton"
+        ),
+        "eager": lambda q, k, v: linear_attention_reference(q, k, v, *ref_args),
+        "compiled": lambda q, k, v: compiled_ref(q, k, v, *ref_args),
+    }
+    for name, backend in (
+        ("sdpa_flash", "FLASH_ATTENTION"),
+        ("sdpa_efficient", "EFFICIENT_ATTENTION"),
+        ("sdpa_cudnn", "CUDNN_ATTENTION"),
+    ):
+
+        def sdpa(q, k, v, _backend=backend):
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            with sdpa_kernel(getattr(SDPBackend, _backend)):
+                return F.scaled_dot_product_attention(q, k, v)
+
+        peers[name] = sdpa
+    try:  # flash-bidirectional-linear-attention (never committed; carried only for a benchmark run)
+        from flash_bla import linear_attention as fbla  # type: ignore
+
+        peers["flash_bla"] = lambda q, k, v: fbla(F.elu(q) + 1, F.elu(k) + 1, v)
+    except Exception as exc:  # any failure just marks the peer n/a
+        peers["flash_bla"] = f"n/a (not importable: {type(exc).__name__})"
+    return (q, k, v), peers
+
+
+def _time(fn, inputs, mode, graph_under_us=100.0):
+    """(median ms of do_bench, CUDA-graph median ms or None)."""
+    from triton.testing import do_bench, do_bench_cudagraph
+
+    q, k, v = inputs
+    if mode == "fwd":
+
+        def run():
+            with torch.inference_mode():
+                return fn(q, k, v)
+    else:
+        qg, kg, vg = (t.detach().requires_grad_() for t in inputs)
+        do = torch.randn(*q.shape[:-1], v.shape[-1], device="cuda", dtype=q.dtype)
+
+        def run():
+            out = fn(qg, kg, vg)
+            return torch.autograd.grad(out, (qg, kg, vg), do)
+
+    run()
+    torch.cuda.synchronize()
+    ms = do_bench(run, warmup=10, rep=40, return_mode="median")
+    graph_ms = None
+    if graph_under_us and ms * 1e3 < graph_under_us:
+        try:
+            graph_ms = do_bench_cudagraph(run, rep=40, return_mode="median")
+        except Exception:  # graph capture is optional
+            graph_ms = None
+    return ms, graph_ms
+
+
+def run_case(case, dtype, mode, compiled_ref, bw, skip_peers=()):
+    label, b, h, n, dk, dv, fm, norm, rope = case
+    inputs, peers = _make_peers(case, dtype, compiled_ref)
+    row = dict(case=label, B=b, H=h, N=n, dk=dk, dv=dv, feature_map=fm, normalizer=norm, rope=rope)
+    row.update(dtype=str(dtype).replace("torch.", ""), mode=mode, ms={}, graph_ms={}, na={})
+    # correctness gate: ours vs the eager reference (fp32 math inside) on the same inputs
+    try:
+        with torch.inference_mode():
+            ours, ref = peers["ours"](*inputs).float(), peers["eager"](*inputs).float()
+        row["err"] = float((ours - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+        del ours, ref
+    except Exception:  # reported in the row (err = nan) and on stdout; the timings still run
+        traceback.print_exc()
+        row["err"] = float("nan")
+    for name in PEERS:
+        peer = peers.get(name)
+        if name in skip_peers:
+            row["na"][name] = "skipped"
+            continue
+        if isinstance(peer, str):
+            row["na"][name] = peer
+            continue
+        if name.startswith("sdpa") and dtype == torch.float32 and name != "sdpa_efficient":
+            row["na"][name] = "n/a (no fp32 kernel)"
+            continue
+        try:
+            ms, gms = _time(peer, inputs, mode, graph_under_us=100.0 if name == "ours" else 0.0)
+            row["ms"][name] = ms
+            if gms is not None:
+                row["graph_ms"][name] = gms
+        except Exception as exc:  # a peer that cannot run is reported, not fatal
+            if name == "ours":
+                traceback.print_exc()
+            row["na"][name] = f"n/a ({type(exc).__name__}: {str(exc).splitlines()[0][:60]})"
+        torch.cuda.empty_cache()
+    elem = torch.finfo(dtype).bits // 8
+    row["floor_bytes"] = _floor_bytes(b, h, n, dk, dv, elem, mode)
+    if "ours" in row["ms"]:
+        t = row["ms"]["ours"] * 1e-3
+        row["gbps"] = row["floor_bytes"] / t / 1e9
+        row["pct_floor"] = 100.0 * (row["floor_bytes"] / bw) / t
+    print(
+        f"{label:28s} {row['dtype']:8s} {mode:7s} "
+        + " ".join(f"{k}={v:.3f}" for k, v in row["ms"].items())
+        + f" err={row['err']:.1e} floor%={row.get('pct_floor', float('nan')):.0f}",
+        flush=True,
+    )
+    return row
+
+
+def tune(compiled_ref, bw):
+    """Try BLOCK_N / warps / stages per kernel kind at the headline shape; print and return the best."""
+    from linzoo.kernels.linear_attention import triton_kernels as tk
+
+    case = ("tune DiT @2048", 4, 16, 16384, 64, 64, "elu+1", "standard", False)
+    inputs, peers = _make_peers(case, torch.bfloat16, compiled_ref)
+    best = {}
+    for kind in ("state", "out", "bwd_q", "bwd_kv"):
+        results = []
+        for block_n in (32, 64, 128):
+            for warps in (4, 8):
+                for stages in (2, 3):
+                    tk.TUNING[(kind, 64, 64)] = (block_n, warps, stages)
+                    try:
+                        ms, _ = _time(peers["ours"], inputs, "fwd" if kind in ("state", "out") else "fwd+bwd", 0)
+                        results.append((ms, (block_n, warps, stages)))
+                    except Exception as exc:  # a config that does not compile is skipped
+                        print("tune", kind, block_n, warps, stages, "failed", type(exc).__name__)
+        results.sort()
+        best[kind] = results[0][1]
+        tk.TUNING[(kind, 64, 64)] = results[0][1]
+        print(f"tune {kind}: best {results[0][1]} {results[0][0]:.3f} ms; top: {results[:4]}", flush=True)
+    return best
+
+
+def _fmt(row, name):
+    if name in row["ms"]:
+        ms = row["ms"][name]
+        if name == "ours":
+            g = row["graph_ms"].get("ours")
+            return f"{ms:.3f}" + (f" ({g:.3f} graph)" if g else "")
+        return f"{ms:.3f} ({ms / row['ms']['ours']:.2f}×)" if "ours" in row["ms"] else f"{ms:.3f}"
+    return row["na"].get(name, "n/a")
+
+
+def render(results: dict, out_dirs: list[Path], plot: bool = True) -> None:
+    env = results["env"]
+    lines = [
+        "# Non-causal linear attention: fused Triton op vs peers",
+        "",
+        f"Measured by `benchmarks/linear_attention.py{' --quick' if env.get('quick') else ''}` on {env['gpu']}"
+        f" (torch {env['torch']}, triton {env['triton']}), {env['date']}; measured copy bandwidth"
+        f" {env['bandwidth_gbps']:.0f} GB/s.",
+        "",
+        "Times are medians of `triton.testing.do_bench` in ms (L2 flushed); `(n×)` = peer time / ours (> 1: ours"
+        " faster). `graph` = our op replayed in a CUDA graph (launch overhead removed). GB/s and % floor use"
+        " the compulsory bytes of kernels.md §5.2 (fwd e·BHN(2dk+2dv); bwd e·BHN(4dk+3dv)+4BHN) over the measured"
+        " bandwidth. SDPA rows are full softmax attention on the same q, k, v (what linear attention replaces)."
+        " `err` = max|ours − reference| / max|reference| of the output.",
+        "",
+        "| case | B·H·N·dk/dv | φ / normaliser | dtype | mode | ours | eager | compiled | SDPA flash | SDPA efficient"
+        " | SDPA cuDNN | flash_bla | ours GB/s | % floor | err |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:
+        shape = f"{r['B']}·{r['H']}·{r['N']}·{r['dk']}" + (f"/{r['dv']}" if r["dv"] != r["dk"] else "")
+        mode_s = f"{r['feature_map']} / {r['normalizer']}" + (" +rope" if r["rope"] else "")
+        cells = [_fmt(r, p) for p in PEERS]
+        gbps = f"{r['gbps']:.0f}" if "gbps" in r else "-"
+        pct = f"{r['pct_floor']:.0f} %" if "pct_floor" in r else "-"
+        lines.append(
+            f"| {r['case']} | {shape} | {mode_s} | {r['dtype']} | {r['mode']} | "
+            + " | ".join(cells)
+            + f" | {gbps} | {pct} | {r['err']:.1e} |"
+        )
+    ratios = {p: [] for p in PEERS[1:]}
+    for r in results["rows"]:
+        for p in ratios:
+            if p in r["ms"] and "ours" in r["ms"]:
+                ratios[p].append(r["ms"][p] / r["ms"]["ours"])
+    lines += ["", "Geometric mean of peer/ours over the rows where both ran:", ""]
+    for p, vals in ratios.items():
+        if vals:
+            gm = math.exp(sum(math.log(x) for x in vals) / len(vals))
+            lines.append(f"- {p}: {gm:.2f}× over {len(vals)} rows (min {min(vals):.2f}×, max {max(vals):.2f}×)")
+    if results.get("sweep"):
+        lines += ["", "![time vs N](linear_attention.png)", ""]
+        lines.append("N sweep (B1·H16·d64, bf16, forward+backward), ms:")
+        lines.append("")
+        names = [p for p in PEERS if any(p in r["ms"] for r in results["sweep"])]
+        lines.append("| N | " + " | ".join(names) + " |")
+        lines.append("|---" * (len(names) + 1) + "|")
+        for r in results["sweep"]:
+            lines.append(
+                f"| {r['N']} | " + " | ".join(f"{r['ms'][p]:.3f}" if p in r["ms"] else "-" for p in names) + " |"
+            )
+    if results.get("tuning"):
+        lines += ["", f"Tuned launch configs at DiT @2048 bf16 (BLOCK_N, warps, stages): {results['tuning']}"]
+    text = "\n".join(lines) + "\n"
+    for d in out_dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "linear_attention.md").write_text(text)
+        (d / "linear_attention.json").write_text(json.dumps(results, indent=1))
+        if plot:
+            _plot(results, d / "linear_attention.png")
+
+
+def _plot(results, path: Path) -> None:
+    if not results.get("sweep"):
+        return
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no PNG (re-render with --render <json> where it is installed)")
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for p in PEERS:
+        pts = [(r["N"], r["ms"][p]) for r in results["sweep"] if p in r["ms"]]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=p)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("N (tokens)")
+    ax.set_ylabel("forward+backward time (ms)")
+    ax.set_title(f"linear attention, B1 H16 d64 bf16, {results['env']['gpu']}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few shapes only")
+    parser.add_argument("--out", type=Path, default=None, help="also write the md/json/png here")
+    parser.add_argument("--tune", action="store_true", help="search launch configs at the headline shape first")
+    parser.add_argument("--render", type=Path, default=None, help="re-render md/png from a results JSON")
+    parser.add_argument("--no-docs", action="store_true", help="do not write into docs/benchmarks")
+    args = parser.parse_args()
+    out_dirs = ([] if args.no_docs else [DOCS]) + ([args.out] if args.out else [])
+    if args.render:
+        render(json.loads(args.render.read_text()), out_dirs)
+        return
+    if not torch.cuda.is_available():
+        raise SystemExit("needs a CUDA device")
+    import torch._dynamo as dynamo
+    import triton
+
+    dynamo.config.cache_size_limit = 64
+    from linzoo.kernels.linear_attention.reference import linear_attention_reference
+
+    # dynamic shapes: one Inductor compile per (dtype, mode, normaliser) instead of one per shape, which
+    # keeps a full run within a few minutes; static-shape compiles may be somewhat faster per shape.
+    compiled_ref = torch.compile(linear_attention_reference, dynamic=True)
+    t0 = time.time()
+    bw = _bandwidth()
+    env = dict(
+        gpu=torch.cuda.get_device_name(),
+        torch=torch.__version__,
+        triton=triton.__version__,
+        python=platform.python_version(),
+        date=time.strftime("%Y-%m-%d"),
+        bandwidth_gbps=bw / 1e9,
+        quick=args.quick,
+    )
+    results = dict(env=env, rows=[], sweep=[], tuning=None)
+    if args.tune:
+        results["tuning"] = {k: list(v) for k, v in tune(compiled_ref, bw).items()}
+    cases = [c for c in CASES if not args.quick or c[0] in QUICK_CASES]
+    for case in cases:  # results are re-rendered after every case so a run cut short keeps what it measured
+        for mode in ("fwd", "fwd+bwd"):
+            results["rows"].append(run_case(case, torch.bfloat16, mode, compiled_ref, bw))
+        render(results, out_dirs, plot=False)
+    for n in SWEEP_N if not args.quick else (4096, 16384):
+        case = (f"sweep N={n}", 1, 16, n, 64, 64, "elu+1", "standard", False)
+        row = run_case(case, torch.bfloat16, "fwd+bwd", compiled_ref, bw, skip_peers=("sdpa_efficient",))
+        results["sweep"].append(row)
+    render(results, out_dirs)
+    for case in cases:
+        if case[0] in FP32_CASES:
+            for mode in ("fwd", "fwd+bwd"):
+                results["rows"].append(run_case(case, torch.float32, mode, compiled_ref, bw))
+    env["seconds"] = time.time() - t0
+    render(results, out_dirs)
+    print(f"done in {env['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Host side of the fused Triton linear attention: launches the kernels of :mod:`.triton_kernels`.
+
+Forward (3 launches, 4 for ``rala``): [q̄ partials] -> chunk partial states -> reduce -> output.
+Backward (3 launches, 4 for ``rala``, one more when dv > 128): (q, dO) pass -> reduce -> (k, v) pass
+[-> dq correction for q̄]. The reduced forward state (S, z, aux; O(B·H·dk·dv) fp32) is returned by
+:func:`forward_with_state` so the backward does not re-read K and V to rebuild it.
+
+Importing this module raises ImportError (only) when Triton is missing. CPU tensors run in the Triton
+interpreter, which Triton switches on only when ``TRITON_INTERPRET=1`` is set before it is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+
+from . import triton_kernels as _compiled_kernels
+
+__all__ = ["backward", "compute_state", "forward", "forward_with_state"]
+
+_FMAPS = {"identity": 0, "relu": 1, "elu+1": 2}
+_NORMS = {"standard": 0, "none": 1, "clamp": 2, "injective": 3, "rala": 4}
+
+
+def _kernels(device: torch.device):
+    """The kernel module; Triton decides at import time whether it is compiled or interpreted."""
+    if device.type != "cuda" and not _compiled_kernels._INTERPRET:
+        raise RuntimeError(
+            f"the Triton linear attention needs CUDA tensors (got {device.type}); set TRITON_INTERPRET=1 before "
+            "Triton is imported to run it on the CPU"
+        )
+    return _compiled_kernels
+
+
+def _pow2(x: int) -> int:
+    return max(16, triton.next_power_of_2(x))
+
+
+_SM_COUNT: dict[int, int] = {}
+
+
+def _plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
+    """Padded head dims, dv tiling and the split of N into chunks."""
+    B, H, N, DK = q.shape
+    DV = v.shape[-1]
+    dkp, dvp = _pow2(DK), _pow2(DV)
+    bdv = min(dvp, 128 if dkp <= 128 else 64)
+    num_dvt = dvp // bdv
+    bh = B * H
+    if interpret:
+        align = 16
+        chunk = 32
+    else:
+        align = _compiled_kernels.MAX_BLOCK_N
+        idx = q.device.index if q.device.index is not None else torch.cuda.current_device()
+        if idx not in _SM_COUNT:
+            _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+        target = 4 * _SM_COUNT[idx]
+        chunks = max(1, min(triton.cdiv(target, bh), triton.cdiv(N, align)))
+        chunk = triton.cdiv(triton.cdiv(N, chunks), align) * align
+    chunk = max(align, chunk)
+    c = max(1, triton.cdiv(N, chunk))
+    return dict(B=B, H=H, N=N, DK=DK, DV=DV, DKP=dkp, BDV=bdv, NUM_DVT=num_dvt, BH=bh, C=c, CHUNK=chunk)
+
+
+def _precision(dtype: torch.dtype) -> tuple[bool, str]:
+    """(bf16 operands for the dot products that sum over N, precision of the fp32 dot products)."""
+    low = dtype == torch.bfloat16 and not _compiled_kernels._INTERPRET
+    prec = "tf32" if (dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32) else "ieee"
+    return low, prec
+
+
+def _rope_args(rope_cos, rope_sin, q):
+    if rope_cos is None:
+        return (q, 0, 0, q, 0, 0), False
+    return (rope_cos, rope_cos.stride(0), rope_cos.stride(1), rope_sin, rope_sin.stride(0), rope_sin.stride(1)), True
+
+
+def _check_mode(feature_map: str, normalizer: str) -> tuple[int, int]:
+    if feature_map not in _FMAPS:
+        raise ValueError(f"feature_map must be one of {tuple(_FMAPS)}, got {feature_map!r}")
+    if normalizer not in _NORMS:
+        raise ValueError(f"normalizer must be one of {tuple(_NORMS)}, got {normalizer!r}")
+    return _FMAPS[feature_map], _NORMS[normalizer]
+
+
+def compute_state(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    feature_map: str,
+    normalizer: str,
+    scale: float,
+    rope_cos: Optional[torch.Tensor],
+    rope_sin: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reduced state ``(S (B,H,dk,dv), z (B,H,dk), aux (B,H,dk+dv+2))``, fp32 (see the reduce kernel)."""
+    fmap, norm = _check_mode(feature_map, normalizer)
+    kern = _kernels(q.device)
+    p = _plan(q, v, kern._INTERPRET)
+    B, H, N, DK, DV, BH, C = p["B"], p["H"], p["N"], p["DK"], p["DV"], p["BH"], p["C"]
+    f32 = dict(device=q.device, dtype=torch.float32)
+    S = torch.zeros((B, H, DK, DV), **f32)
+    Z = torch.zeros((B, H, DK), **f32)
+    aux = torch.zeros((B, H, DK + DV + 2), **f32)
+    if N == 0:
+        return S, Z, aux
+    low, prec = _precision(q.dtype)
+    rope, has_rope = _rope_args(rope_cos, rope_sin, q)
+    qp = torch.empty((BH, C, DK), **f32) if norm == 4 else S
+    sp = torch.empty((BH, C, DK, DV), **f32)
+    zp = torch.empty((BH, C, DK), **f32)
+    vp = torch.empty((BH, C, DV), **f32) if norm == 3 else zp
+    mp = torch.empty((BH, C, 2), **f32) if norm == 4 else zp
+    common = dict(DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"], NORM=norm, ROPE=has_rope)
+    if norm == 4:
+        cfg = kern.launch_config("qsum", p["DKP"], p["BDV"])
+        kern._qsum_kernel[(C, BH)](q, *q.stride(), qp, N, H, DK, C, p["CHUNK"], FMAP=fmap, DKP=p["DKP"], **cfg)
+    kern._state_kernel[(C, BH, p["NUM_DVT"])](
+        k, *k.stride(), v, *v.stride(), *rope, qp, sp, zp, vp, mp,
+        N, H, DK, DV, C, p["CHUNK"], float(scale),
+        FMAP=fmap, LOW=low, PREC=prec, **common, **kern.launch_config("state", p["DKP"], p["BDV"]),
+    )  # fmt: skip
+    kern._state_reduce_kernel[(BH, p["NUM_DVT"])](
+        qp, sp, zp, vp, mp, S, Z, aux, N, DK, DV, C, float(scale), NORM=norm, DKP=p["DKP"], BDV=p["BDV"]
+    )
+    return S, Z, aux
+
+
+def forward_with_state(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    feature_map: str,
+    normalizer: str,
+    eps: float,
+    scale: float,
+    clamp_min: float,
+    rope_cos: Optional[torch.Tensor],
+    rope_sin: Optional[torch.Tensor],
+    temperature: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(o (B,H,N,dv) in v.dtype, S, z, aux)``; the last three are what :func:`backward` needs."""
+    fmap, norm = _check_mode(feature_map, normalizer)
+    S, Z, aux = compute_state(q, k, v, feature_map, normalizer, scale, rope_cos, rope_sin)
+    kern = _kernels(q.device)
+    p = _plan(q, v, kern._INTERPRET)
+    B, H, N, DK, DV, BH, C = p["B"], p["H"], p["N"], p["DK"], p["DV"], p["BH"], p["C"]
+    o = torch.empty((B, H, N, DV), device=q.device, dtype=v.dtype)
+    if N == 0:
+        return o, S, Z, aux
+    _, prec = _precision(q.dtype)
+    rope, has_rope = _rope_args(rope_cos, rope_sin, q)
+    temp = temperature.reshape(-1).float().contiguous() if temperature is not None else S
+    kern._out_kernel[(C, BH, p["NUM_DVT"])](
+        q, *q.stride(), o, *o.stride(), *rope, S, Z, aux, temp,
+        N, H, DK, DV, p["CHUNK"], float(eps), float(clamp_min),
+        FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=temperature is not None, PREC=prec,
+        DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"], **kern.launch_config("out", p["DKP"], p["BDV"]),
+    )  # fmt: skip
+    return o, S, Z, aux
+
+
+def forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    feature_map: str,
+    normalizer: str,
+    eps: float,
+    scale: float,
+    clamp_min: float,
+    rope_cos: Optional[torch.Tensor],
+    rope_sin: Optional[torch.Tensor],
+    temperature: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """Fused linear attention forward; ``o`` is ``(B, heads, N, dv)`` in ``v.dtype``."""
+    args = (q, k, v, feature_map, normalizer, eps, scale, clamp_min, rope_cos, rope_sin, temperature)
+    return forward_with_state(*args)[0]
+
+
+def backward(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    feature_map: str,
+    normalizer: str,
+    eps: float,
+    scale: float,
+    clamp_min: float,
+    rope_cos: Optional[torch.Tensor],
+    rope_sin: Optional[torch.Tensor],
+    temperature: Optional[torch.Tensor],
+    state: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv, dtemperature)``; ``dtemperature`` is empty when ``temperature`` is None.
+
+    ``state`` is the ``(S, z, aux)`` returned by :func:`forward_with_state`; without it it is recomputed.
+    """
+    fmap, norm = _check_mode(feature_map, normalizer)
+    if state is None:
+        state = compute_state(q, k, v, feature_map, normalizer, scale, rope_cos, rope_sin)
+    S, Z, aux = state
+    kern = _kernels(q.device)
+    p = _plan(q, v, kern._INTERPRET)
+    B, H, N, DK, DV, BH, C = p["B"], p["H"], p["N"], p["DK"], p["DV"], p["BH"], p["C"]
+    dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)
+    dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
+    dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
+    has_temp = temperature is not None
+    dtemp = torch.zeros(temperature.shape if has_temp else (0,), device=q.device, dtype=torch.float32)
+    if N == 0:
+        return dq, dk, dv, dtemp.to(temperature.dtype if has_temp else q.dtype)
+    low, prec = _precision(q.dtype)
+    rope, has_rope = _rope_args(rope_cos, rope_sin, q)
+    f32 = dict(device=q.device, dtype=torch.float32)
+    S, Z, aux = S.contiguous(), Z.contiguous(), aux.contiguous()
+    temp = temperature.reshape(-1).float().contiguous() if has_temp else S
+    dsp = torch.empty((BH, C, DK, DV), **f32)
+    dzp = torch.empty((BH, C, DK), **f32)
+    gp = torch.empty((BH, C, DV), **f32) if norm == 3 else dzp
+    dtp = torch.empty((BH, C), **f32) if has_temp else dzp
+    dims = dict(DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"])
+    flags = dict(FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=has_temp, LOW=low, PREC=prec, **dims)
+    qargs = (q, *q.stride(), grad_out, *grad_out.stride(), dq, *dq.stride(), *rope, S, Z, temp, dsp, dzp, gp, dtp)
+    sizes = (N, H, DK, DV, C, p["CHUNK"], float(eps), float(clamp_min))
+    qcfg = kern.launch_config("bwd_q", p["DKP"], p["BDV"])
+    if p["NUM_DVT"] == 1:
+        kern._bwd_q_kernel[(C, BH, 1)](*qargs, *sizes, T_LOOP=1, DO_DQ=True, DO_DS=True, **flags, **qcfg)
+    else:  # dq needs every dv tile, dS one tile per program: two launches
+        loop = p["NUM_DVT"]
+        kern._bwd_q_kernel[(C, BH, 1)](*qargs, *sizes, T_LOOP=loop, DO_DQ=True, DO_DS=False, **flags, **qcfg)
+        kern._bwd_q_kernel[(C, BH, loop)](*qargs, *sizes, T_LOOP=1, DO_DQ=False, DO_DS=True, **flags, **qcfg)
+    dse = torch.empty((BH, DK, DV), **f32)
+    zv = torch.empty((BH, DK), **f32)
+    cv = torch.empty((BH, DV), **f32)
+    cr = torch.empty((BH,), **f32)
+    dt = torch.empty((BH,), **f32)
+    kern._bwd_reduce_kernel[(BH,)](
+        dsp, dzp, gp, dtp, S, Z, aux, dse, zv, cv, cr, dt, N, DK, DV, C, float(scale),
+        NORM=norm, HAS_TEMP=has_temp, **dims,
+    )  # fmt: skip
+    dqbp = torch.empty((BH, C, DK), **f32) if norm == 4 else dzp
+    kern._bwd_kv_kernel[(C, BH)](
+        k, *k.stride(), v, *v.stride(), dk, *dk.stride(), dv, *dv.stride(), *rope,
+        dse, zv, cv, cr, aux, dqbp, N, H, DK, DV, C, p["CHUNK"], float(scale),
+        FMAP=fmap, NORM=norm, ROPE=has_rope, PREC=prec, **dims, **kern.launch_config("bwd_kv", p["DKP"], p["BDV"]),
+    )  # fmt: skip
+    if norm == 4:
+        kern._bwd_dq_fix_kernel[(C, BH)](
+            q, *q.stride(), dq, *dq.stride(), dqbp, N, H, DK, C, p["CHUNK"],
+            FMAP=fmap, DKP=p["DKP"], **kern.launch_config("qsum", p["DKP"], p["BDV"]),
+        )  # fmt: skip
+    if has_temp:
+        dtemp = dt.view(B, H).sum(0).reshape(temperature.shape).to(temperature.dtype)
+    else:
+        dtemp = q.new_zeros(0)
+    return dq, dk, dv, dtemp

@@ -1,0 +1,640 @@
+"""Triton kernels of non-causal linear attention (device code; the host side is :mod:`.triton_fused`).
+
+One family of kernels covers every feature map × normaliser through ``tl.constexpr`` flags:
+
+``FMAP``: 0 identity, 1 relu, 2 elu+1.  ``NORM``: 0 standard, 1 none, 2 clamp, 3 injective, 4 rala.
+
+Every pass splits N into ``C`` chunks of ``CHUNK`` rows (grid axis 0) per (batch, head) (grid axis 1)
+and, where the pass needs a tile of the value dimension, per ``BDV``-wide dv tile (grid axis 2). Global
+reductions over N (the states S = Σφkᵀv, z = Σφk and their gradients) are written as per-chunk fp32
+partials and combined by a small reduce kernel, so nothing of size N×N or N×D is ever kept besides the
+inputs and outputs. All arithmetic is fp32; the dot products that sum over N take bf16 operands for
+bf16 inputs (fp32 accumulation), and those with a state take fp32 (TF32 or IEEE) operands.
+
+RoPE rotates interleaved channel pairs (2i, 2i+1): tiles are split into their even and odd channels in
+registers (reshape + split), rotated with (N, dk/2) cos/sin tiles and joined back; the gradient applies
+the transposed rotation the same way.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+try:  # Triton >= 3.4 exposes knobs; older versions only read the environment variable
+    from triton import knobs as _knobs
+
+    _INTERPRET = bool(_knobs.runtime.interpret)
+except (ImportError, AttributeError):  # pragma: no cover - old Triton
+    import os
+
+    _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+MAX_BLOCK_N = 128  # chunk sizes are multiples of this so every BLOCK_N divides them
+
+# (BLOCK_N, num_warps, num_stages) per kernel kind and (DKP, BDV) tile; a launch not listed here takes
+# the size-based default of :func:`launch_config`. Benchmarks may edit this table to try other configs.
+TUNING: dict[tuple[str, int, int], tuple[int, int, int]] = {}
+
+
+def launch_config(kind: str, dkp: int, bdv: int) -> dict:
+    """Launch meta-parameters: BLOCK_N rows per step, warps and pipeline stages (Triton's autotuner is not
+    used: its per-shape benchmarking would multiply compile time by the number of configs)."""
+    if _INTERPRET:
+        return {"BLOCK_N": 16, "num_warps": 4, "num_stages": 1}
+    if (kind, dkp, bdv) in TUNING:
+        block_n, warps, stages = TUNING[(kind, dkp, bdv)]
+    else:
+        tile = dkp * bdv  # fp32 state tile held by each program
+        warps = 4 if tile <= 64 * 64 else 8
+        block_n = 128 if tile <= 32 * 64 else (64 if tile <= 128 * 128 else 32)
+        stages = 3 if tile <= 64 * 64 else 2
+        if kind in ("bwd_q", "bwd_kv"):
+            # The backward passes hold the state, its gradient and ~6 row tiles. Register use reported by
+            # ptxas -v (sm_90a, Triton 3.8 codegen, bf16, rope+rala / standard): at 64×64 the old
+            # 64 rows × 4 warps took 255 registers and spilled 216–468 B in bwd_q; 32 rows × 8 warps fit in
+            # 172–184 (bwd_q) / 126–166 (bwd_kv) registers without spills. dk > 128 (padded to 256) still
+            # spills (~500 B at 16 rows × 8 warps): a correct but slower path.
+            if tile < 64 * 64:
+                block_n, warps, stages = 64, 4, 3
+            elif dkp <= 128:
+                block_n, warps = 32, 8
+            else:
+                block_n, warps, stages = 16, 8, 2
+    return {"BLOCK_N": block_n, "num_warps": warps, "num_stages": stages}
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+@triton.jit
+def _feat(x, FMAP: tl.constexpr):
+    """φ(x): identity, relu or elu+1."""
+    if FMAP == 1:
+        x = tl.maximum(x, 0.0)
+    elif FMAP == 2:
+        x = tl.where(x > 0, x + 1.0, tl.exp(tl.minimum(x, 0.0)))
+    return x
+
+
+@triton.jit
+def _feat_grad(dfx, x, FMAP: tl.constexpr):
+    """dfx · φ'(x) (torch's conventions: relu'(0) = 0, elu'(0) = 1)."""
+    if FMAP == 1:
+        dfx = tl.where(x > 0, dfx, 0.0)
+    elif FMAP == 2:
+        dfx = tl.where(x > 0, dfx, dfx * tl.exp(tl.minimum(x, 0.0)))
+    return dfx
+
+
+@triton.jit
+def _load_rows(ptr, rows, cols, stride_n, stride_d, N, D):
+    """A (rows, cols) tile of a (N, D) matrix as fp32, zero outside."""
+    mask = (rows[:, None] < N) & (cols[None, :] < D)
+    offs = rows[:, None].to(tl.int64) * stride_n + cols[None, :].to(tl.int64) * stride_d
+    return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _load_feat(ptr, rows, cols, stride_n, stride_d, N, D, FMAP: tl.constexpr):
+    """(x, φ(x)) for a tile, φ(x) zeroed outside the (N, D) matrix (elu+1 would give 1 there)."""
+    x = _load_rows(ptr, rows, cols, stride_n, stride_d, N, D)
+    mask = (rows[:, None] < N) & (cols[None, :] < D)
+    return x, tl.where(mask, _feat(x, FMAP), 0.0)
+
+
+@triton.jit
+def _rope_tables(cos_ptr, sin_ptr, rows, s_cn, s_cd, s_sn, s_sd, N, DK, DKP: tl.constexpr):
+    """cos and sin of the rows' angles, (rows, DKP/2) tiles of the (N, dk/2) tables, zero outside."""
+    half = tl.arange(0, DKP // 2)
+    mask = (rows[:, None] < N) & (half[None, :] < DK // 2)
+    r64 = rows[:, None].to(tl.int64)
+    c = tl.load(cos_ptr + r64 * s_cn + half[None, :] * s_cd, mask=mask, other=0.0).to(tl.float32)
+    s = tl.load(sin_ptr + r64 * s_sn + half[None, :] * s_sd, mask=mask, other=0.0).to(tl.float32)
+    return c, s
+
+
+@triton.jit
+def _rope(x, c, s, BLOCK_N: tl.constexpr, DKP: tl.constexpr, TRANSPOSE: tl.constexpr):
+    """Rotate channel pairs (2i, 2i+1) of a (BLOCK_N, DKP) tile: R(x) = (a cos − b sin, a sin + b cos); Rᵀ
+    turns the other way (the gradient of R). The pairs are split in registers (no second load)."""
+    a, b = tl.split(tl.reshape(x, (BLOCK_N, DKP // 2, 2)))
+    if TRANSPOSE:
+        ra = a * c + b * s
+        rb = b * c - a * s
+    else:
+        ra = a * c - b * s
+        rb = a * s + b * c
+    return tl.reshape(tl.join(ra, rb), (BLOCK_N, DKP))
+
+
+@triton.jit
+def _mm(a, b, LOW: tl.constexpr, PREC: tl.constexpr):
+    """a @ b with fp32 accumulation; bf16 operands when LOW, else fp32 operands at precision PREC."""
+    if LOW:
+        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    else:
+        out = tl.dot(a, b, input_precision=PREC)
+    return out
+
+
+@triton.jit
+def _load_mat(ptr, rows, cols, R, Cn):
+    """A tile of a row-major fp32 (R, Cn) matrix, zero outside."""
+    mask = (rows[:, None] < R) & (cols[None, :] < Cn)
+    return tl.load(ptr + rows[:, None] * Cn + cols[None, :], mask=mask, other=0.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# forward
+# --------------------------------------------------------------------------------------------------
+@triton.jit
+def _qsum_kernel(
+    Q, s_qb, s_qh, s_qn, s_qd, QP,
+    N, H, DK, C, CHUNK,
+    FMAP: tl.constexpr, DKP: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """RALA: per-chunk partial sums of φ(q) over N -> QP (BH, C, DK)."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // H, bh % H
+    qb = Q + b * s_qb + h * s_qh
+    cols = tl.arange(0, DKP)
+    acc = tl.zeros((DKP,), tl.float32)
+    start_row = c * CHUNK
+    end_row = tl.minimum(start_row + CHUNK, N)
+    for start in range(start_row, end_row, BLOCK_N):
+        rows = start + tl.arange(0, BLOCK_N)
+        _, fq = _load_feat(qb, rows, cols, s_qn, s_qd, N, DK, FMAP)
+        acc += tl.sum(fq, 0)
+    tl.store(QP + (bh * C + c) * DK + cols, acc, mask=cols < DK)
+
+
+@triton.jit
+def _state_kernel(
+    K, s_kb, s_kh, s_kn, s_kd,
+    V, s_vb, s_vh, s_vn, s_vd,
+    COS, s_cn, s_cd, SIN, s_sn, s_sd,
+    QP, SP, ZP, VP, MP,
+    N, H, DK, DV, C, CHUNK, scale,
+    FMAP: tl.constexpr, NORM: tl.constexpr, ROPE: tl.constexpr, LOW: tl.constexpr, PREC: tl.constexpr,
+    DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Pass 1: per-chunk partial states.
+
+    SP (BH, C, DK, DV) = Σ w_j R(φk_j) v_jᵀ, ZP (BH, C, DK) = Σ w_j φk_j, VP (BH, C, DV) = Σ v_j (injective),
+    MP (BH, C, 2) = (running max, Σ w_j) of the RALA softmax, whose unnormalised weights are
+    w_j = exp(s·q̄·φk_j − max) (w_j = 1 otherwise).
+    """
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    t = tl.program_id(2)
+    b, h = bh // H, bh % H
+    kb = K + b * s_kb + h * s_kh
+    vb = V + b * s_vb + h * s_vh
+    ck = tl.arange(0, DKP)
+    cv = t * BDV + tl.arange(0, BDV)
+    if NORM == 4:
+        qbar = tl.zeros((DKP,), tl.float32)
+        for cc in range(0, C):
+            qbar += tl.load(QP + (bh * C + cc) * DK + ck, mask=ck < DK, other=0.0)
+        qbar = qbar * (scale / N)
+    acc = tl.zeros((DKP, BDV), tl.float32)
+    zk = tl.zeros((DKP,), tl.float32)
+    zv = tl.zeros((BDV,), tl.float32)
+    m = tl.full((), -1e30, tl.float32)
+    lsum = tl.zeros((), tl.float32)
+    start_row = c * CHUNK
+    end_row = tl.minimum(start_row + CHUNK, N)
+    for start in range(start_row, end_row, BLOCK_N):
+        rows = start + tl.arange(0, BLOCK_N)
+        _, fk = _load_feat(kb, rows, ck, s_kn, s_kd, N, DK, FMAP)
+        v = _load_rows(vb, rows, cv, s_vn, s_vd, N, DV)
+        if ROPE:
+            rc, rs = _rope_tables(COS, SIN, rows, s_cn, s_cd, s_sn, s_sd, N, DK, DKP)
+            rk = _rope(fk, rc, rs, BLOCK_N, DKP, False)
+        else:
+            rk = fk
+        if NORM == 4:
+            logit = tl.sum(fk * qbar[None, :], 1)
+            logit = tl.where(rows < N, logit, float("-inf"))
+            m_new = tl.maximum(m, tl.max(logit, 0))
+            alpha = tl.exp(m - m_new)
+            p = tl.exp(logit - m_new)
+            acc = acc * alpha
+            zk = zk * alpha
+            lsum = lsum * alpha + tl.sum(p, 0)
+            m = m_new
+            rk = rk * p[:, None]
+            fk = fk * p[:, None]
+        acc += _mm(tl.trans(rk), v, LOW, PREC)
+        zk += tl.sum(fk, 0)
+        if NORM == 3:
+            zv += tl.sum(v, 0)
+    part = bh * C + c
+    tl.store(SP + part * DK * DV + ck[:, None] * DV + cv[None, :], acc, mask=(ck[:, None] < DK) & (cv[None, :] < DV))
+    tl.store(ZP + part * DK + ck, zk, mask=(ck < DK) & (t == 0))
+    if NORM == 3:
+        tl.store(VP + part * DV + cv, zv, mask=cv < DV)
+    if NORM == 4:
+        if t == 0:
+            tl.store(MP + part * 2, m)
+            tl.store(MP + part * 2 + 1, lsum)
+
+
+@triton.jit
+def _state_reduce_kernel(
+    QP, SP, ZP, VP, MP, S, Z, AUX,
+    N, DK, DV, C, scale,
+    NORM: tl.constexpr, DKP: tl.constexpr, BDV: tl.constexpr,
+):  # fmt: skip
+    """Combine the C chunk partials into the state used by the output pass.
+
+    S (BH, DK, DV): standard/none/clamp s·Σ R(φk)vᵀ; rala Σ α R(φk)vᵀ; injective W = (s/N)(Σφk vᵀ − Σφk Σvᵀ/N).
+    Z (BH, DK): standard/none/clamp s·Σφk; rala ζ = Σ α φk; injective k̄.
+    AUX (BH, DK + DV + 2): [q̄ (rala) | v̄ (injective) | softmax max | softmax sum].
+    """
+    bh = tl.program_id(0).to(tl.int64)
+    t = tl.program_id(1)
+    ck = tl.arange(0, DKP)
+    cv = t * BDV + tl.arange(0, BDV)
+    mk = ck < DK
+    mv = cv < DV
+    m2 = mk[:, None] & mv[None, :]
+    acc = tl.zeros((DKP, BDV), tl.float32)
+    zk = tl.zeros((DKP,), tl.float32)
+    zv = tl.zeros((BDV,), tl.float32)
+    naux = DK + DV + 2
+    if NORM == 4:
+        mx = tl.full((), -1e30, tl.float32)
+        for cc in range(0, C):
+            mx = tl.maximum(mx, tl.load(MP + (bh * C + cc) * 2))
+        lsum = tl.zeros((), tl.float32)
+        qbar = tl.zeros((DKP,), tl.float32)
+    for cc in range(0, C):
+        part = bh * C + cc
+        w = 1.0
+        if NORM == 4:
+            w = tl.exp(tl.load(MP + part * 2) - mx)
+            lsum += w * tl.load(MP + part * 2 + 1)
+            qbar += tl.load(QP + part * DK + ck, mask=mk, other=0.0)
+        acc += w * tl.load(SP + part * DK * DV + ck[:, None] * DV + cv[None, :], mask=m2, other=0.0)
+        zk += w * tl.load(ZP + part * DK + ck, mask=mk, other=0.0)
+        if NORM == 3:
+            zv += tl.load(VP + part * DV + cv, mask=mv, other=0.0)
+    if NORM == 3:
+        acc = (scale / N) * (acc - zk[:, None] * zv[None, :] / N)
+        zk = zk / N
+        tl.store(AUX + bh * naux + DK + cv, zv / N, mask=mv)
+    elif NORM == 4:
+        acc = acc / lsum
+        zk = zk / lsum
+        if t == 0:
+            tl.store(AUX + bh * naux + ck, qbar / N, mask=mk)
+            tl.store(AUX + bh * naux + DK + DV, mx)
+            tl.store(AUX + bh * naux + DK + DV + 1, lsum)
+    else:
+        acc = scale * acc
+        zk = scale * zk
+    tl.store(S + bh * DK * DV + ck[:, None] * DV + cv[None, :], acc, mask=m2)
+    tl.store(Z + bh * DK + ck, zk, mask=mk & (t == 0))
+
+
+@triton.jit
+def _out_kernel(
+    Q, s_qb, s_qh, s_qn, s_qd,
+    OUT, s_ob, s_oh, s_on, s_od,
+    COS, s_cn, s_cd, SIN, s_sn, s_sd,
+    S, Z, AUX, TEMP,
+    N, H, DK, DV, CHUNK, eps, clamp_min,
+    FMAP: tl.constexpr, NORM: tl.constexpr, ROPE: tl.constexpr, HAS_TEMP: tl.constexpr, PREC: tl.constexpr,
+    DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Pass 2: o_i = τ R(φq_i)·S / D_i (D_i from φq_i·z and the normaliser), or φq_i·W + v̄ (injective)."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    t = tl.program_id(2)
+    b, h = bh // H, bh % H
+    qb = Q + b * s_qb + h * s_qh
+    ob = OUT + b * s_ob + h * s_oh
+    ck = tl.arange(0, DKP)
+    cv = t * BDV + tl.arange(0, BDV)
+    st = _load_mat(S + bh * DK * DV, ck, cv, DK, DV)
+    z = tl.load(Z + bh * DK + ck, mask=ck < DK, other=0.0)
+    if NORM == 3:
+        vbar = tl.load(AUX + bh * (DK + DV + 2) + DK + cv, mask=cv < DV, other=0.0)
+    tau = 1.0
+    if HAS_TEMP:
+        tau = tl.load(TEMP + h).to(tl.float32)
+    start_row = c * CHUNK
+    end_row = tl.minimum(start_row + CHUNK, N)
+    for start in range(start_row, end_row, BLOCK_N):
+        rows = start + tl.arange(0, BLOCK_N)
+        rmask = rows < N
+        _, fq = _load_feat(qb, rows, ck, s_qn, s_qd, N, DK, FMAP)
+        if ROPE:
+            rc, rs = _rope_tables(COS, SIN, rows, s_cn, s_cd, s_sn, s_sd, N, DK, DKP)
+            rq = _rope(fq, rc, rs, BLOCK_N, DKP, False)
+        else:
+            rq = fq
+        u = tl.dot(rq, st, input_precision=PREC)
+        if NORM == 3:
+            o = u + vbar[None, :]
+        elif NORM == 1:
+            o = u * tau
+        else:
+            den = tl.sum(fq * z[None, :], 1)
+            if NORM == 2:
+                d = tl.maximum(den, clamp_min)
+            else:
+                d = den + eps
+            d = tl.where(rmask, d, 1.0)
+            o = u * (tau / d)[:, None]
+        offs = rows[:, None].to(tl.int64) * s_on + cv[None, :].to(tl.int64) * s_od
+        tl.store(ob + offs, o.to(OUT.dtype.element_ty), mask=rmask[:, None] & (cv[None, :] < DV))
+
+
+# --------------------------------------------------------------------------------------------------
+# backward
+# --------------------------------------------------------------------------------------------------
+@triton.jit
+def _bwd_q_kernel(
+    Q, s_qb, s_qh, s_qn, s_qd,
+    DO, s_gb, s_gh, s_gn, s_gd,
+    DQ, s_dqb, s_dqh, s_dqn, s_dqd,
+    COS, s_cn, s_cd, SIN, s_sn, s_sd,
+    S, Z, TEMP, DSP, DZP, GP, DTP,
+    N, H, DK, DV, C, CHUNK, eps, clamp_min,
+    FMAP: tl.constexpr, NORM: tl.constexpr, ROPE: tl.constexpr, HAS_TEMP: tl.constexpr, LOW: tl.constexpr,
+    PREC: tl.constexpr, DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr, T_LOOP: tl.constexpr,
+    DO_DQ: tl.constexpr, DO_DS: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Backward pass over (q, dO).
+
+    With du_i = τ dO_i / D_i:  dq_i = φ'(q_i)·(Rᵀ(du_i Sᵀ) + dden_i z) (DO_DQ), and per-chunk partials
+    dS = Σ R(φq_i)ᵀ du_i (DO_DS), dz = Σ dden_i φq_i, G = Σ dO_i (injective), dτ = Σ dO_i·u_i / D_i.
+    The dv tiles are looped inside (T_LOOP = NUM_DVT) when dq needs all of them; dS is then computed by
+    a second launch with one dv tile per program (T_LOOP = 1, DO_DQ = 0).
+    """
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    pt = tl.program_id(2)
+    b, h = bh // H, bh % H
+    qb = Q + b * s_qb + h * s_qh
+    gb = DO + b * s_gb + h * s_gh
+    dqb = DQ + b * s_dqb + h * s_dqh
+    ck = tl.arange(0, DKP)
+    sb = S + bh * DK * DV
+    z = tl.load(Z + bh * DK + ck, mask=ck < DK, other=0.0)
+    tau = 1.0
+    if HAS_TEMP:
+        tau = tl.load(TEMP + h).to(tl.float32)
+    if T_LOOP == 1:
+        cv0 = pt * BDV + tl.arange(0, BDV)
+        st0 = _load_mat(sb, ck, cv0, DK, DV)
+    ds_acc = tl.zeros((DKP, BDV), tl.float32)
+    g_acc = tl.zeros((BDV,), tl.float32)
+    dz_acc = tl.zeros((DKP,), tl.float32)
+    dt_acc = tl.zeros((), tl.float32)
+    start_row = c * CHUNK
+    end_row = tl.minimum(start_row + CHUNK, N)
+    for start in range(start_row, end_row, BLOCK_N):
+        rows = start + tl.arange(0, BLOCK_N)
+        rmask = rows < N
+        q, fq = _load_feat(qb, rows, ck, s_qn, s_qd, N, DK, FMAP)
+        if ROPE:
+            rc, rs = _rope_tables(COS, SIN, rows, s_cn, s_cd, s_sn, s_sd, N, DK, DKP)
+            rq = _rope(fq, rc, rs, BLOCK_N, DKP, False)
+        else:
+            rq = fq
+        if NORM == 1 or NORM == 3:
+            d = tl.full((BLOCK_N,), 1.0, tl.float32)
+        else:
+            den = tl.sum(fq * z[None, :], 1)
+            if NORM == 2:
+                d = tl.maximum(den, clamp_min)
+            else:
+                d = den + eps
+            d = tl.where(rmask, d, 1.0)
+        gu = tl.zeros((BLOCK_N,), tl.float32)
+        drq = tl.zeros((BLOCK_N, DKP), tl.float32)
+        for tt in tl.static_range(T_LOOP):
+            cv = (pt * T_LOOP + tt) * BDV + tl.arange(0, BDV)
+            if T_LOOP == 1:
+                st = st0
+            else:
+                st = _load_mat(sb, ck, cv, DK, DV)
+            g = _load_rows(gb, rows, cv, s_gn, s_gd, N, DV)
+            du = g * (tau / d)[:, None]
+            if DO_DQ:
+                if (NORM == 0) or (NORM == 2) or (NORM == 4) or HAS_TEMP:  # g·u feeds dden / dτ
+                    u = tl.dot(rq, st, input_precision=PREC)
+                    gu += tl.sum(g * u, 1)
+                drq += tl.dot(du, tl.trans(st), input_precision=PREC)
+            if DO_DS:
+                ds_acc += _mm(tl.trans(rq), du, LOW, PREC)
+                if NORM == 3:
+                    g_acc += tl.sum(g, 0)
+        if DO_DQ:
+            if ROPE:
+                dfq = _rope(drq, rc, rs, BLOCK_N, DKP, True)
+            else:
+                dfq = drq
+            if NORM == 0 or NORM == 2 or NORM == 4:
+                dden = -tau * gu / (d * d)
+                if NORM == 2:
+                    dden = tl.where(den >= clamp_min, dden, 0.0)
+                dfq += dden[:, None] * z[None, :]
+                dz_acc += tl.sum(dden[:, None] * fq, 0)
+            if HAS_TEMP:
+                dt_acc += tl.sum(gu / d, 0)
+            dq = _feat_grad(dfq, q, FMAP)
+            offs = rows[:, None].to(tl.int64) * s_dqn + ck[None, :].to(tl.int64) * s_dqd
+            tl.store(dqb + offs, dq.to(DQ.dtype.element_ty), mask=rmask[:, None] & (ck[None, :] < DK))
+    part = bh * C + c
+    if DO_DS:
+        cv = pt * BDV + tl.arange(0, BDV)
+        tl.store(
+            DSP + part * DK * DV + ck[:, None] * DV + cv[None, :],
+            ds_acc,
+            mask=(ck[:, None] < DK) & (cv[None, :] < DV),
+        )
+        if NORM == 3:
+            tl.store(GP + part * DV + cv, g_acc, mask=cv < DV)
+    if DO_DQ:
+        tl.store(DZP + part * DK + ck, dz_acc, mask=ck < DK)
+        if HAS_TEMP:
+            tl.store(DTP + part, dt_acc)
+
+
+@triton.jit
+def _bwd_reduce_kernel(
+    DSP, DZP, GP, DTP, S, Z, AUX, DSE, ZV, CV, CR, DT,
+    N, DK, DV, C, scale,
+    NORM: tl.constexpr, HAS_TEMP: tl.constexpr, DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr,
+):  # fmt: skip
+    """Combine the backward partials into what the (k, v) pass needs.
+
+    DSE (BH, DK, DV) and ZV (BH, DK), CV (BH, DV) such that, with w_j = α_j (rala) or 1:
+    dv_j = w_j R(φk_j)·DSE + CV,  dφk_j = Rᵀ(w_j DSE v_j) + w_j ZV (+ the rala softmax term with CR).
+    """
+    bh = tl.program_id(0).to(tl.int64)
+    ck = tl.arange(0, DKP)
+    mk = ck < DK
+    naux = DK + DV + 2
+    dz = tl.zeros((DKP,), tl.float32)
+    for cc in range(0, C):
+        dz += tl.load(DZP + (bh * C + cc) * DK + ck, mask=mk, other=0.0)
+    if HAS_TEMP:
+        dt = tl.zeros((), tl.float32)
+        for cc in range(0, C):
+            dt += tl.load(DTP + bh * C + cc)
+        tl.store(DT + bh, dt)
+    zvec = tl.zeros((DKP,), tl.float32)
+    cr = tl.zeros((), tl.float32)
+    if NORM == 3:
+        kbar = tl.load(Z + bh * DK + ck, mask=mk, other=0.0)
+    for t in tl.static_range(NUM_DVT):
+        cv = t * BDV + tl.arange(0, BDV)
+        mv = cv < DV
+        m2 = mk[:, None] & mv[None, :]
+        ds = tl.zeros((DKP, BDV), tl.float32)
+        g = tl.zeros((BDV,), tl.float32)
+        for cc in range(0, C):
+            part = bh * C + cc
+            ds += tl.load(DSP + part * DK * DV + ck[:, None] * DV + cv[None, :], mask=m2, other=0.0)
+            if NORM == 3:
+                g += tl.load(GP + part * DV + cv, mask=mv, other=0.0)
+        cvec = tl.zeros((BDV,), tl.float32)
+        if NORM == 3:
+            a = scale / N
+            vbar = tl.load(AUX + bh * naux + DK + cv, mask=mv, other=0.0)
+            zvec += -a * tl.sum(ds * vbar[None, :], 1)
+            cvec = -a * tl.sum(kbar[:, None] * ds, 0) + g / N
+            ds = a * ds
+        elif NORM == 4:
+            st = tl.load(S + bh * DK * DV + ck[:, None] * DV + cv[None, :], mask=m2, other=0.0)
+            cr += tl.sum(tl.sum(ds * st, 1), 0)
+        else:
+            ds = scale * ds
+        tl.store(DSE + bh * DK * DV + ck[:, None] * DV + cv[None, :], ds, mask=m2)
+        tl.store(CV + bh * DV + cv, cvec, mask=mv)
+    if NORM == 3:
+        tl.store(ZV + bh * DK + ck, zvec, mask=mk)
+    elif NORM == 4:
+        zeta = tl.load(Z + bh * DK + ck, mask=mk, other=0.0)
+        cr += tl.sum(dz * zeta, 0)
+        tl.store(ZV + bh * DK + ck, dz, mask=mk)
+        tl.store(CR + bh, cr)
+    else:
+        tl.store(ZV + bh * DK + ck, scale * dz, mask=mk)
+
+
+@triton.jit
+def _bwd_kv_kernel(
+    K, s_kb, s_kh, s_kn, s_kd,
+    V, s_vb, s_vh, s_vn, s_vd,
+    DK_, s_dkb, s_dkh, s_dkn, s_dkd,
+    DV_, s_dvb, s_dvh, s_dvn, s_dvd,
+    COS, s_cn, s_cd, SIN, s_sn, s_sd,
+    DSE, ZV, CV, CR, AUX, DQBP,
+    N, H, DK, DV, C, CHUNK, scale,
+    FMAP: tl.constexpr, NORM: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr,
+    DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Backward pass over (k, v): dk, dv, and for rala the partials of dq̄ = s Σ_j dl_j φk_j (DQBP)."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // H, bh % H
+    kb = K + b * s_kb + h * s_kh
+    vb = V + b * s_vb + h * s_vh
+    dkb = DK_ + b * s_dkb + h * s_dkh
+    dvb = DV_ + b * s_dvb + h * s_dvh
+    ck = tl.arange(0, DKP)
+    sb = DSE + bh * DK * DV
+    zvec = tl.load(ZV + bh * DK + ck, mask=ck < DK, other=0.0)
+    if NORM == 4:
+        naux = DK + DV + 2
+        qbar = tl.load(AUX + bh * naux + ck, mask=ck < DK, other=0.0) * scale
+        mx = tl.load(AUX + bh * naux + DK + DV)
+        lsum = tl.load(AUX + bh * naux + DK + DV + 1)
+        cr = tl.load(CR + bh)
+        dqbar = tl.zeros((DKP,), tl.float32)
+    if NUM_DVT == 1:
+        cv0 = tl.arange(0, BDV)
+        ds0 = _load_mat(sb, ck, cv0, DK, DV)
+        cvec0 = tl.load(CV + bh * DV + cv0, mask=cv0 < DV, other=0.0)
+    start_row = c * CHUNK
+    end_row = tl.minimum(start_row + CHUNK, N)
+    for start in range(start_row, end_row, BLOCK_N):
+        rows = start + tl.arange(0, BLOCK_N)
+        rmask = rows < N
+        k, fk = _load_feat(kb, rows, ck, s_kn, s_kd, N, DK, FMAP)
+        if ROPE:
+            rc, rs = _rope_tables(COS, SIN, rows, s_cn, s_cd, s_sn, s_sd, N, DK, DKP)
+            rk = _rope(fk, rc, rs, BLOCK_N, DKP, False)
+        else:
+            rk = fk
+        if NORM == 4:
+            logit = tl.sum(fk * qbar[None, :], 1)
+            w = tl.where(rmask, tl.exp(logit - mx) / lsum, 0.0)
+        else:
+            w = tl.full((BLOCK_N,), 1.0, tl.float32)
+        tv = tl.zeros((BLOCK_N, DKP), tl.float32)
+        for t in tl.static_range(NUM_DVT):
+            cv = t * BDV + tl.arange(0, BDV)
+            if NUM_DVT == 1:
+                ds = ds0
+                cvec = cvec0
+            else:
+                ds = _load_mat(sb, ck, cv, DK, DV)
+                cvec = tl.load(CV + bh * DV + cv, mask=cv < DV, other=0.0)
+            v = _load_rows(vb, rows, cv, s_vn, s_vd, N, DV)
+            tv += tl.dot(v, tl.trans(ds), input_precision=PREC)
+            dv = tl.dot(rk, ds, input_precision=PREC) * w[:, None] + cvec[None, :]
+            offs = rows[:, None].to(tl.int64) * s_dvn + cv[None, :].to(tl.int64) * s_dvd
+            tl.store(dvb + offs, dv.to(DV_.dtype.element_ty), mask=rmask[:, None] & (cv[None, :] < DV))
+        if ROPE:
+            dfk = _rope(tv, rc, rs, BLOCK_N, DKP, True) * w[:, None]
+        else:
+            dfk = tv * w[:, None]
+        dfk += w[:, None] * zvec[None, :]
+        if NORM == 4:
+            dalpha = tl.sum(rk * tv, 1) + tl.sum(fk * zvec[None, :], 1)
+            dl = w * (dalpha - cr)
+            dfk += dl[:, None] * qbar[None, :]
+            dqbar += tl.sum(dl[:, None] * fk, 0)
+        dk = _feat_grad(dfk, k, FMAP)
+        offs = rows[:, None].to(tl.int64) * s_dkn + ck[None, :].to(tl.int64) * s_dkd
+        tl.store(dkb + offs, dk.to(DK_.dtype.element_ty), mask=rmask[:, None] & (ck[None, :] < DK))
+    if NORM == 4:
+        tl.store(DQBP + (bh * C + c) * DK + ck, dqbar * scale, mask=ck < DK)
+
+
+@triton.jit
+def _bwd_dq_fix_kernel(
+    Q, s_qb, s_qh, s_qn, s_qd,
+    DQ, s_dqb, s_dqh, s_dqn, s_dqd,
+    DQBP, N, H, DK, C, CHUNK,
+    FMAP: tl.constexpr, DKP: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """RALA: dq_i += φ'(q_i)·dq̄/N, the gradient through q̄ = mean_i φq_i, known only after the (k, v) pass."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // H, bh % H
+    qb = Q + b * s_qb + h * s_qh
+    dqb = DQ + b * s_dqb + h * s_dqh
+    ck = tl.arange(0, DKP)
+    dqbar = tl.zeros((DKP,), tl.float32)
+    for cc in range(0, C):
+        dqbar += tl.load(DQBP + (bh * C + cc) * DK + ck, mask=ck < DK, other=0.0)
+    dqbar = dqbar / N
+    start_row = c * CHUNK
+    end_row = tl.minimum(start_row + CHUNK, N)
+    for start in range(start_row, end_row, BLOCK_N):
+        rows = start + tl.arange(0, BLOCK_N)
+        q = _load_rows(qb, rows, ck, s_qn, s_qd, N, DK)
+        dq = _load_rows(dqb, rows, ck, s_dqn, s_dqd, N, DK)
+        dq += _feat_grad(tl.zeros((BLOCK_N, DKP), tl.float32) + dqbar[None, :], q, FMAP)
+        offs = rows[:, None].to(tl.int64) * s_dqn + ck[None, :].to(tl.int64) * s_dqd
+        tl.store(dqb + offs, dq.to(DQ.dtype.element_ty), mask=(rows[:, None] < N) & (ck[None, :] < DK))

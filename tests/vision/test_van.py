@@ -1,0 +1,187 @@
+"""VAN-specific checks: numerics against the official code, LKA, sizes, memory formats, official-file handling.
+
+(The generic timm contract — forward/backward, features_only, grad checkpointing, official key layout — is
+in test_contract.py.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+import linzoo.vision.van  # noqa: F401  (registers the models even before vision/__init__ imports the module)
+from linzoo.vision.van import LKA, VAN, SpatialAttention, StageNorm, checkpoint_filter_fn
+from linzoo.weights import get_checkpoint
+
+from ..conftest import GOLDEN
+
+
+def _tiny(**kwargs) -> VAN:
+    return VAN(embed_dims=(8, 16, 16, 24), depths=(1, 1, 2, 1), mlp_ratios=(2, 2, 2, 2), num_classes=10, **kwargs)
+
+
+def test_matches_official_implementation_golden():
+    """A reduced VAN built, randomised and run by the official code (VAN-Classification@e19779b5)."""
+    meta = json.loads((GOLDEN / "van_reduced.json").read_text())
+    assert meta["source"].startswith("Visual-Attention-Network/VAN-Classification@e19779b5")
+    golden = load_file(str(GOLDEN / "van_reduced.safetensors"))
+    state = {k[len("state_dict.") :]: v for k, v in golden.items() if k.startswith("state_dict.")}
+    cfg = meta["config"]
+    model = VAN(
+        embed_dims=cfg["embed_dims"], depths=cfg["depths"], mlp_ratios=cfg["mlp_ratios"], num_classes=cfg["num_classes"]
+    ).eval()
+    # the official files wrap the weights in a timm training checkpoint
+    ckpt = {"state_dict": state, "epoch": 3, "args": argparse.Namespace(lr=1e-3)}
+    model.load_state_dict(checkpoint_filter_fn(ckpt, model), strict=True)
+    with torch.no_grad():
+        feats = model.forward_features(golden["input"])
+        pooled = model.forward_head(feats, pre_logits=True)
+        logits = model.forward_head(feats)
+    assert feats.shape[-2:] == (2, 2)  # 40x58 input: ceil at every stride-2 step
+    torch.testing.assert_close(pooled, golden["pooled"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits, golden["logits"], rtol=0, atol=1e-5)
+
+
+def test_lka_and_attention_follow_the_paper():
+    """LKA(u) = u * Conv1x1(DWConv7x7_d3(DWConv5x5(u))); Attention(x) = proj_2(LKA(GELU(proj_1 x))) + x."""
+    torch.manual_seed(0)
+    dim = 6
+    attn = SpatialAttention(dim).eval()
+    lka = attn.spatial_gating_unit
+    assert isinstance(lka, LKA)
+    x = torch.randn(2, dim, 11, 9)
+    with torch.no_grad():
+        u = F.gelu(attn.proj_1(x))
+        a = F.conv2d(u, lka.conv0.weight, lka.conv0.bias, padding=2, groups=dim)
+        a = F.conv2d(a, lka.conv_spatial.weight, lka.conv_spatial.bias, padding=9, dilation=3, groups=dim)
+        a = F.conv2d(a, lka.conv1.weight, lka.conv1.bias)
+        expected = attn.proj_2(u * a) + x
+        torch.testing.assert_close(attn(x), expected)
+    assert lka.conv0.weight.shape == (dim, 1, 5, 5)
+    assert lka.conv_spatial.weight.shape == (dim, 1, 7, 7) and lka.conv_spatial.dilation == (3, 3)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (45, 61), (17, 100)])
+def test_any_input_size(size):
+    """Every stride rounds up: stage i has ceil(H / 2^(i+2)) rows; no multiple-of-32 requirement."""
+    torch.manual_seed(0)
+    model = _tiny().eval()
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        feats = model.forward_intermediates(x, intermediates_only=True)
+        logits = model(x)
+    for i, f in enumerate(feats):
+        stride = 4 * 2**i
+        assert f.shape[-2:] == (-(-size[0] // stride), -(-size[1] // stride))
+    assert logits.shape == (1, 10) and torch.isfinite(logits).all()
+
+
+def test_channels_last_matches_and_keeps_the_layout():
+    """channels_last runs end to end without switching layout, NCHW stays NCHW, and both give one result."""
+    torch.manual_seed(0)
+    model = _tiny().eval()
+    x = torch.randn(2, 3, 50, 70)
+    with torch.no_grad():
+        ref, ref_inter = model.forward_intermediates(x)
+        assert all(f.is_contiguous() for f in ref_inter)
+        model = model.to(memory_format=torch.channels_last)
+        out, inter = model.forward_intermediates(x.to(memory_format=torch.channels_last))
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in inter)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_stage_norm_is_layernorm_over_channels():
+    torch.manual_seed(0)
+    norm = StageNorm(6, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 6, 5, 4)
+    expected = F.layer_norm(x.permute(0, 2, 3, 1), (6,), norm.weight, norm.bias, 1e-6).permute(0, 3, 1, 2)
+    torch.testing.assert_close(norm(x), expected)
+
+
+def test_drop_path_and_layer_scale_paths_agree_in_eval():
+    """The fused eval path (addcmul) and the DropPath path compute the same block output."""
+    torch.manual_seed(0)
+    a = _tiny().eval()
+    b = _tiny(drop_path_rate=0.3).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x))
+
+
+@pytest.mark.slow
+def test_configs_match_official_variants():
+    expected = {
+        "van_b0": ((32, 64, 160, 256), (3, 3, 5, 2)),
+        "van_b1": ((64, 128, 320, 512), (2, 2, 4, 2)),
+        "van_b2": ((64, 128, 320, 512), (3, 3, 12, 3)),
+        "van_b3": ((64, 128, 320, 512), (3, 5, 27, 3)),
+        "van_b4": ((64, 128, 320, 512), (3, 6, 40, 3)),
+        "van_b5": ((96, 192, 480, 768), (3, 3, 24, 3)),
+        "van_b6": ((96, 192, 384, 768), (6, 6, 90, 6)),
+    }
+    for name, (dims, depths) in expected.items():
+        with torch.device("meta"):
+            model = timm.create_model(name)
+        assert model.depths == depths
+        assert [i["num_chs"] for i in model.feature_info] == list(dims)
+        assert model.block1[0].mlp.fc1.out_channels == 8 * dims[0]  # mlp ratios 8, 8, 4, 4
+        assert model.block4[0].mlp.fc1.out_channels == 4 * dims[3]
+        assert model.norm1.eps == 1e-6 and model.block1[0].norm1.eps == 1e-5
+
+
+def test_pretrained_cfgs_and_registry():
+    top1 = {"van_b0": 75.4, "van_b1": 81.1, "van_b2": 82.8, "van_b3": 83.9}
+    assert sorted(timm.list_pretrained("van_*")) == sorted(f"{n}.in1k" for n in top1)
+    for name, acc in top1.items():
+        ckpt = get_checkpoint(name)
+        assert ckpt.top1 == acc and ckpt.state_dict_key == "state_dict"
+        assert ckpt.url.startswith("https://huggingface.co/Visual-Attention-Network/VAN-")
+        with torch.device("meta"):
+            cfg = timm.create_model(name).pretrained_cfg
+        assert cfg["url"] == ckpt.url and str(acc) in cfg["notes"][0]
+        assert cfg["crop_pct"] == 0.875 and cfg["interpolation"] == "bicubic"
+    for name in ("van_b4", "van_b5", "van_b6"):
+        assert get_checkpoint(name) is None
+
+
+def test_official_checkpoint_file_loads(tmp_path):
+    """A timm train.py checkpoint (state_dict + optimizer + argparse.Namespace) loads through the safe loader."""
+    torch.manual_seed(0)
+    src = _tiny().eval()
+    path = tmp_path / "van_tiny_754.pth.tar"
+    torch.save(
+        {
+            "epoch": 299,
+            "arch": "van_b0",
+            "state_dict": src.state_dict(),
+            "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3}]},
+            "args": argparse.Namespace(model="van_b0", lr=1e-3),
+        },
+        path,
+    )
+    dst = _tiny().eval()
+    dst.load_pretrained(str(path))
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(dst(x), src(x))
+
+
+def test_bad_arguments_raise_value_error():
+    with pytest.raises(ValueError, match="embed_dims"):
+        VAN(embed_dims=(8, 16), depths=(1, 1, 1, 1))
+    with pytest.raises(ValueError, match="global_pool"):
+        VAN(embed_dims=(8, 8, 8, 8), depths=(1, 1, 1, 1), global_pool="mean")
+    with pytest.raises(ValueError, match="output_fmt"):
+        _tiny().forward_intermediates(torch.randn(1, 3, 32, 32), output_fmt="NHWC")
+    with pytest.raises(TypeError):
+        timm.create_model("van_b0", not_an_argument=1)
