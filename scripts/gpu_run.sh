@@ -21,6 +21,7 @@ for arg in "$@"; do
 done
 [ ${#STEPS[@]} -eq 0 ] && STEPS=(tests kernels models lit linfusion)
 export PYTHONUNBUFFERED=1
+PY="${PYTHON:-python3}"
 
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -31,25 +32,25 @@ mkdir -p /tmp/lz/linzoo
 for f in vision diffusion kernels train weights configs; do ln -sfn "$PWD/$f" "/tmp/lz/linzoo/$f"; done
 export PYTHONPATH="/tmp/lz${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee results/device.txt
-python3 -c "import torch, triton, timm; print('torch', torch.__version__, 'triton', triton.__version__, 'timm', timm.__version__)" | tee -a results/device.txt
+"$PY" -c "import torch, triton, timm; print('torch', torch.__version__, 'triton', triton.__version__, 'timm', timm.__version__)" | tee -a results/device.txt
 
-run_step() {  # name, command...
-  local name="$1"; shift
-  echo "=== $name: $*"
+run_step() {  # name, seconds, command...: a step over its budget is stopped so the others still run
+  local name="$1" budget="$2"; shift 2
+  echo "=== $name (budget ${budget}s): $*"
   local start=$SECONDS
-  "$@" 2>&1 | tee "results/$name.log"
+  timeout -k 10 "$budget" "$@" 2>&1 | tee "results/$name.log"
   echo "=== $name finished in $((SECONDS - start)) s (exit ${PIPESTATUS[0]})"
 }
 
 for step in "${STEPS[@]}"; do
   case "$step" in
-    tests) run_step pytest_gpu python3 -m pytest -m gpu -q -p no:cacheprovider -x --timeout 300 ;;
+    tests) run_step pytest_gpu "${TESTS_BUDGET:-150}" "$PY" -m pytest -m gpu -q -p no:cacheprovider --timeout 90 ;;
     kernels)
-      run_step bench_linear_attention python3 benchmarks/linear_attention.py --out results $QUICK
-      run_step bench_neighborhood_attention python3 benchmarks/neighborhood_attention.py --out results $QUICK ;;
-    models) run_step bench_models python3 benchmarks/models.py --out results --official-dir .official $QUICK ;;
-    lit) run_step bench_lit python3 benchmarks/lit.py --out results $QUICK ;;
-    linfusion) run_step bench_linfusion python3 benchmarks/linfusion.py --out results $QUICK ;;
+      run_step bench_linear_attention "${LA_BUDGET:-300}" "$PY" benchmarks/linear_attention.py --out results $QUICK
+      run_step bench_neighborhood_attention "${NA_BUDGET:-200}" "$PY" benchmarks/neighborhood_attention.py --out results $QUICK ;;
+    models) run_step bench_models "${MODELS_BUDGET:-260}" "$PY" benchmarks/models.py --out results --official-dir .official $QUICK ;;
+    lit) run_step bench_lit "${LIT_BUDGET:-90}" "$PY" benchmarks/lit.py --out results $QUICK ;;
+    linfusion) run_step bench_linfusion "${LINFUSION_BUDGET:-120}" "$PY" benchmarks/linfusion.py --out results $QUICK ;;
     *) echo "unknown step $step" ;;
   esac
 done
