@@ -6,7 +6,7 @@
 #   scripts/fetch_device_wheels.sh            # once: wheels the device lacks (diffusers, omegaconf, ...)
 #   run(command="bash scripts/gpu_run.sh [--quick] [STEP...]", carry=[".whl", ".official"], timeout_s=600)
 # Then unpack: tar -xzf <files_at>/results.tgz -C docs/benchmarks/
-# STEPs (default: all): tests kernels models lit linfusion
+# STEPs (default: all): tests kernels models profile lit linfusion
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/linzoo_out}"
@@ -19,7 +19,7 @@ for arg in "$@"; do
     *) STEPS+=("$arg") ;;
   esac
 done
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests kernels models lit linfusion)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests kernels models profile lit linfusion)
 export PYTHONUNBUFFERED=1
 PY="${PYTHON:-python3}"
 
@@ -49,6 +49,7 @@ for step in "${STEPS[@]}"; do
       run_step bench_linear_attention "${LA_BUDGET:-300}" "$PY" benchmarks/linear_attention.py --out results $QUICK
       run_step bench_neighborhood_attention "${NA_BUDGET:-200}" "$PY" benchmarks/neighborhood_attention.py --out results $QUICK ;;
     models) run_step bench_models "${MODELS_BUDGET:-260}" "$PY" benchmarks/models.py --out results --official-dir .official $QUICK ;;
+    profile) run_step profile "${PROFILE_BUDGET:-60}" "$PY" benchmarks/profile_model.py ravlt_s van_b2 --out results ;;
     lit) run_step bench_lit "${LIT_BUDGET:-90}" "$PY" benchmarks/lit.py --out results $QUICK ;;
     linfusion) run_step bench_linfusion "${LINFUSION_BUDGET:-120}" "$PY" benchmarks/linfusion.py --out results $QUICK ;;
     *) echo "unknown step $step" ;;

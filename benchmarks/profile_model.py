@@ -1,0 +1,69 @@
+"""Where a backbone spends its GPU time: torch.profiler's top CUDA kernels for one inference and one training step.
+
+    python benchmarks/profile_model.py ravlt_s --batch 64 --res 224 --out docs/benchmarks
+Writes profile_<model>.md (the tables), the input to the next round of speed work (METHOD: floor first).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import timm
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import linzoo.vision  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--res", type=int, default=224)
+    parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.models:
+        profile_one(name, args, device)
+
+
+def profile_one(name: str, args: argparse.Namespace, device: torch.device) -> None:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    model = timm.create_model(name).to(device)
+    x = torch.randn(args.batch, 3, args.res, args.res, device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    sections = [f"# Profile of {name}: batch {args.batch}, {args.res}px, bf16 autocast, {device}", ""]
+
+    def infer():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
+            model.eval()(x)
+
+    def train():
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = model.train()(x).float().square().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for label, step in (("inference", infer), ("training step", train)):
+        for _ in range(3):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        with profile(activities=activities) as prof:
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        table = prof.key_averages().table(sort_by=sort, row_limit=args.rows, max_name_column_width=70)
+        sections += [f"## {label}", "", "```", table, "```", ""]
+        print(f"{name} {label}\n{table}", flush=True)
+    (args.out / f"profile_{name}.md").write_text("\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()
