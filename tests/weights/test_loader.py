@@ -73,7 +73,7 @@ def test_unknown_globals_are_refused_with_the_file_name(tmp_path):
         load_checkpoint_file(path)
 
 
-def test_extract_state_dict_variants():
+def test_extract_state_dict_variants(tmp_path):
     weights = _weights()
     assert set(extract_state_dict(weights)) == set(weights)
     assert set(extract_state_dict({"state_dict": {f"module.{k}": v for k, v in weights.items()}})) == set(weights)
@@ -84,9 +84,9 @@ def test_extract_state_dict_variants():
     with pytest.raises(CheckpointLoadError, match="not found"):
         load_checkpoint_file("/nonexistent/file.pth")
     with pytest.raises(CheckpointLoadError, match="linzoo_not_a_ckpt"):
-        with open("/tmp/linzoo_not_a_ckpt.pth", "wb") as f:
+        with open(tmp_path / "linzoo_not_a_ckpt.pth", "wb") as f:
             pickle.dump({"x": 1}, f)
-        load_checkpoint_file("/tmp/linzoo_not_a_ckpt.pth")
+        load_checkpoint_file(tmp_path / "linzoo_not_a_ckpt.pth")
 
 
 def test_check_state_dict_lists_every_kind_of_mismatch():
