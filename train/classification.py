@@ -33,13 +33,10 @@ __all__ = ["ClassificationModule", "create_classifier", "plain_container"]
 
 def plain_container(value: Any) -> Any:
     """OmegaConf / jsonargparse containers -> plain dicts and lists (checkpoints must load with weights_only)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
     if isinstance(value, dict):
         return {str(k): plain_container(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
