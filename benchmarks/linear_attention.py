@@ -5,7 +5,7 @@ efficient, cuDNN: "what linear attention replaces") and flash-bidirectional-line
 ``flash_bla`` is importable. Shapes follow ../shared/research/kernels.md §6.2 (backbone stages at 224 px with
 batch 64, high resolution, DiT and SD shapes with d = 40/80/160); bf16 and fp32; forward (inference mode)
 and forward+backward; medians of ``triton.testing.do_bench`` (L2 cleared between runs), and CUDA-graph
-replays (``do_bench_cudagraph``) for our op where it runs under 100 µs.
+replays (``do_bench_cudagraph``) of ours and the compiled reference where they run under 3 ms.
 
 Writes ``docs/benchmarks/linear_attention.{md,json,png}`` (and the same under ``--out DIR``).
 The memory floor is the compulsory HBM traffic (kernels.md §5.2: fwd e·BHN(2dk+2dv), bwd
@@ -170,7 +170,7 @@ def run_case(case, dtype, mode, compiled_ref, bw, skip_peers=()):
             row["na"][name] = "n/a (no fp32 kernel)"
             continue
         try:
-            ms, gms = _time(peer, inputs, mode, graph_under_us=100.0 if name == "ours" else 0.0)
+            ms, gms = _time(peer, inputs, mode, graph_under_us=3000.0 if name in ("ours", "compiled") else 0.0)
             row["ms"][name] = ms
             if gms is not None:
                 row["graph_ms"][name] = gms
@@ -194,38 +194,117 @@ def run_case(case, dtype, mode, compiled_ref, bw, skip_peers=()):
     return row
 
 
-def tune(compiled_ref, bw):
-    """Try BLOCK_N / warps / stages per kernel kind at the headline shape; print and return the best."""
+TUNE_CASES = [  # (label, B, H, N, dk, dv, feature_map, normalizer, rope): all take the (64, 64) tiles
+    ("DiT @2048", 4, 16, 16384, 64, 64, "elu+1", "standard", False),
+    ("RAVLT s1 @224", 64, 1, 3136, 64, 64, "elu+1", "rala", True),
+    ("SD-1.5 @512 s1 d40", 8, 8, 4096, 40, 40, "elu+1", "standard", False),
+]
+
+
+def _gpu_ms(fn, inputs, mode) -> float:
+    """GPU time of one call (CUDA-graph replay: launch overhead removed), ms."""
+    from triton.testing import do_bench_cudagraph
+
+    q, k, v = inputs
+    if mode == "fwd":
+
+        def run():
+            with torch.inference_mode():
+                return fn(q, k, v)
+    else:
+        qg, kg, vg = (t.detach().requires_grad_() for t in inputs)
+        do = torch.randn(*q.shape[:-1], v.shape[-1], device="cuda", dtype=q.dtype)
+
+        def run():
+            return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
+
+    run()
+    torch.cuda.synchronize()
+    return do_bench_cudagraph(run, rep=30, return_mode="median")
+
+
+def tune(compiled_ref, budget_s: float = 150.0, out: Path | None = None) -> dict:
+    """Search the launch parameters of the (64, 64)-tile kernels on GPU time (CUDA graphs), one knob at a time.
+
+    1. programs per SM (how finely N is split) × bf16 state dots, at the default tiles;
+    2. then BLOCK_N × warps × stages per kernel kind, forward kinds on forward time and backward kinds on
+       forward+backward time; a config is scored by the geometric mean over TUNE_CASES of its time / the
+       current best. Prints every measurement; returns (and writes) the best settings.
+    """
     from linzoo.kernels.linear_attention import triton_kernels as tk
 
-    case = ("tune DiT @2048", 4, 16, 16384, 64, 64, "elu+1", "standard", False)
-    inputs, peers = _make_peers(case, torch.bfloat16, compiled_ref)
-    best = {}
-    for kind in ("state", "out", "bwd_q", "bwd_kv"):
-        results = []
-        for block_n in (32, 64, 128):
-            for warps in (4, 8):
-                for stages in (2, 3):
-                    tk.TUNING[(kind, 64, 64)] = (block_n, warps, stages)
-                    try:
-                        ms, _ = _time(peers["ours"], inputs, "fwd" if kind in ("state", "out") else "fwd+bwd", 0)
-                        results.append((ms, (block_n, warps, stages)))
-                    except Exception as exc:  # a config that does not compile is skipped
-                        print("tune", kind, block_n, warps, stages, "failed", type(exc).__name__)
-        results.sort()
-        best[kind] = results[0][1]
-        tk.TUNING[(kind, 64, 64)] = results[0][1]
-        print(f"tune {kind}: best {results[0][1]} {results[0][0]:.3f} ms; top: {results[:4]}", flush=True)
-    return best
+    t0 = time.time()
+    made = [_make_peers(case, torch.bfloat16, compiled_ref) for case in TUNE_CASES]
+    log = {"step1": [], "step2": {}}
+
+    def score(mode):
+        times = []
+        for inputs, peers in made:
+            times.append(_gpu_ms(peers["ours"], inputs, mode))
+        return times
+
+    def save():
+        if out is not None:
+            (out / "la_tuning.json").write_text(json.dumps(log, indent=1))
+
+    best_key, best_t = None, None
+    for pps in (2, 4, 8, 16):
+        for bf16_state in (True, False):
+            tk.PROGRAMS_PER_SM, tk.BF16_STATE_DOTS = pps, bf16_state
+            t = score("fwd") + score("fwd+bwd")
+            log["step1"].append(dict(programs_per_sm=pps, bf16_state=bf16_state, ms=t))
+            print(f"tune pps={pps} bf16_state={bf16_state}: " + " ".join(f"{x:.3f}" for x in t), flush=True)
+            if best_t is None or math.prod(a / b for a, b in zip(t, best_t)) < 1:
+                best_key, best_t = (pps, bf16_state), t
+    tk.PROGRAMS_PER_SM, tk.BF16_STATE_DOTS = best_key
+    log["best_step1"] = list(best_key)
+    save()
+    print(f"tune step 1 best: programs_per_sm={best_key[0]} bf16_state={best_key[1]}", flush=True)
+    kinds = ("bwd_q", "bwd_kv", "state", "out")
+    configs = [(bn, w, st) for bn in (64, 32, 128) for w in (4, 8) for st in (2, 3)]
+    for i, kind in enumerate(kinds):
+        mode = "fwd" if kind in ("state", "out") else "fwd+bwd"
+        kind_deadline = time.time() + (budget_s - (time.time() - t0)) / (len(kinds) - i)
+        base = score(mode)
+        results = [(1.0, None)]
+        for block_n, warps, stages in configs:
+            if time.time() > kind_deadline:
+                print(f"tune {kind}: budget reached", flush=True)
+                break
+            tk.TUNING[(kind, 64, 64)] = (block_n, warps, stages)
+            try:
+                t = score(mode)
+            except Exception as exc:  # a config that does not compile (registers, shared memory)
+                print("tune", kind, block_n, warps, stages, "failed", type(exc).__name__, flush=True)
+                continue
+            rel = math.prod(a / b for a, b in zip(t, base)) ** (1 / len(t))
+            results.append((rel, (block_n, warps, stages)))
+            print(f"tune {kind} {(block_n, warps, stages)}: {rel:.3f} of default " + str(t), flush=True)
+        results.sort(key=lambda r: r[0])
+        if results[0][1] is None:
+            tk.TUNING.pop((kind, 64, 64), None)
+        else:
+            tk.TUNING[(kind, 64, 64)] = results[0][1]
+        log["step2"][kind] = [[r, c] for r, c in results]
+        save()
+        print(f"tune {kind}: best {results[0]}", flush=True)
+    log["TUNING"] = {",".join(map(str, k)): v for k, v in tk.TUNING.items()}
+    log["seconds"] = time.time() - t0
+    save()
+    return log
 
 
 def _fmt(row, name):
     if name in row["ms"]:
         ms = row["ms"][name]
+        g = row["graph_ms"].get(name)
+        graph = f" [{g:.3f} graph]" if g else ""
         if name == "ours":
-            g = row["graph_ms"].get("ours")
-            return f"{ms:.3f}" + (f" ({g:.3f} graph)" if g else "")
-        return f"{ms:.3f} ({ms / row['ms']['ours']:.2f}×)" if "ours" in row["ms"] else f"{ms:.3f}"
+            return f"{ms:.3f}{graph}"
+        ratio = f" ({ms / row['ms']['ours']:.2f}×)" if "ours" in row["ms"] else ""
+        g_ours = row["graph_ms"].get("ours")
+        graph_ratio = f" [{g:.3f} graph ({g / g_ours:.2f}×)]" if g and g_ours else graph
+        return f"{ms:.3f}{ratio}{graph_ratio}"
     return row["na"].get(name, "n/a")
 
 
@@ -239,9 +318,10 @@ def render(results: dict, out_dirs: list[Path], plot: bool = True) -> None:
         f" {env['bandwidth_gbps']:.0f} GB/s.",
         "",
         "Times are medians of `triton.testing.do_bench` in ms (L2 flushed); `(n×)` = peer time / ours (> 1: ours"
-        " faster). `graph` = our op replayed in a CUDA graph (launch overhead removed). GB/s and % floor use"
-        " the compulsory bytes of kernels.md §5.2 (fwd e·BHN(2dk+2dv); bwd e·BHN(4dk+3dv)+4BHN) over the measured"
-        " bandwidth. SDPA rows are full softmax attention on the same q, k, v (what linear attention replaces)."
+        " faster). `[… graph]` = the op replayed in a CUDA graph (launch overhead removed; GPU time)."
+        " GB/s and % floor use the compulsory bytes of kernels.md §5.2 (fwd e·BHN(2dk+2dv);"
+        " bwd e·BHN(4dk+3dv)+4BHN) over the measured bandwidth."
+        " SDPA rows are full softmax attention on the same q, k, v (what linear attention replaces)."
         " `err` = max|ours − reference| / max|reference| of the output.",
         "",
         "| case | B·H·N·dk/dv | φ / normaliser | dtype | mode | ours | eager | compiled | SDPA flash | SDPA efficient"
@@ -323,7 +403,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few shapes only")
     parser.add_argument("--out", type=Path, default=None, help="also write the md/json/png here")
-    parser.add_argument("--tune", action="store_true", help="search launch configs at the headline shape first")
+    parser.add_argument("--tune", action="store_true", help="search launch configs at the headline shapes first")
+    parser.add_argument("--tune-budget", type=float, default=150.0, help="seconds for the config search")
+    parser.add_argument("--tune-only", action="store_true", help="stop after the search")
     parser.add_argument("--render", type=Path, default=None, help="re-render md/png from a results JSON")
     parser.add_argument("--no-docs", action="store_true", help="do not write into docs/benchmarks")
     args = parser.parse_args()
@@ -355,17 +437,24 @@ def main() -> None:
     )
     results = dict(env=env, rows=[], sweep=[], tuning=None)
     if args.tune:
-        results["tuning"] = {k: list(v) for k, v in tune(compiled_ref, bw).items()}
+        results["tuning"] = tune(compiled_ref, args.tune_budget, args.out)
+        if args.tune_only:
+            return
     cases = [c for c in CASES if not args.quick or c[0] in QUICK_CASES]
-    for case in cases:  # results are re-rendered after every case so a run cut short keeps what it measured
-        for mode in ("fwd", "fwd+bwd"):
-            results["rows"].append(run_case(case, torch.bfloat16, mode, compiled_ref, bw))
-        render(results, out_dirs, plot=False)
-    for n in SWEEP_N if not args.quick else (4096, 16384):
+
+    def run_cases(batch):  # results are re-rendered after every case so a run cut short keeps what it measured
+        for case in batch:
+            for mode in ("fwd", "fwd+bwd"):
+                results["rows"].append(run_case(case, torch.bfloat16, mode, compiled_ref, bw))
+            render(results, out_dirs, plot=bool(results["sweep"]))
+
+    run_cases(cases[:4])
+    for n in SWEEP_N if not args.quick else (4096, 16384):  # the plot's N sweep, early so a cut run has it
         case = (f"sweep N={n}", 1, 16, n, 64, 64, "elu+1", "standard", False)
         row = run_case(case, torch.bfloat16, "fwd+bwd", compiled_ref, bw, skip_peers=("sdpa_efficient",))
         results["sweep"].append(row)
     render(results, out_dirs)
+    run_cases(cases[4:])
     for case in cases:
         if case[0] in FP32_CASES:
             for mode in ("fwd", "fwd+bwd"):

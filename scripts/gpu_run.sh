@@ -7,6 +7,8 @@
 #   run(command="bash scripts/gpu_run.sh [--quick] [STEP...]", carry=[".whl", ".official"], timeout_s=600)
 # Then unpack: tar -xzf <files_at>/results.tgz -C docs/benchmarks/
 # STEPs (default: all): tests kernels models profile lit linfusion
+# Budgets and options by environment: TESTS_BUDGET, TESTS_PATHS (e.g. tests/kernels), LA_BUDGET, LA_ARGS,
+# NA_BUDGET, NA_ARGS (e.g. --budget 200), MODELS_BUDGET, PROFILE_BUDGET, LIT_BUDGET, LINFUSION_BUDGET.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/linzoo_out}"
@@ -40,14 +42,19 @@ run_step() {  # name, seconds, command...: a step over its budget is stopped so 
   local start=$SECONDS
   timeout -k 10 "$budget" "$@" 2>&1 | tee "results/$name.log"
   echo "=== $name finished in $((SECONDS - start)) s (exit ${PIPESTATUS[0]})"
+  tar -czf "$OUT/results.tgz" -C results .  # after every step: a call cut off by its own limit keeps them
 }
 
 for step in "${STEPS[@]}"; do
   case "$step" in
-    tests) run_step pytest_gpu "${TESTS_BUDGET:-150}" "$PY" -m pytest -m gpu -q -p no:cacheprovider --timeout 90 ;;
+    tests) run_step pytest_gpu "${TESTS_BUDGET:-150}" "$PY" -m pytest -m gpu -q -rf -p no:cacheprovider --timeout 90 \
+      ${TESTS_PATHS:-} ;;
     kernels)
-      run_step bench_linear_attention "${LA_BUDGET:-300}" "$PY" benchmarks/linear_attention.py --out results $QUICK
-      run_step bench_neighborhood_attention "${NA_BUDGET:-200}" "$PY" benchmarks/neighborhood_attention.py --out results $QUICK ;;
+      # LA_ARGS="--tune --tune-budget 120": search launch configs first (results/la_tuning.json), then the table
+      run_step bench_linear_attention "${LA_BUDGET:-300}" "$PY" benchmarks/linear_attention.py --out results $QUICK \
+        ${LA_ARGS:-}
+      run_step bench_neighborhood_attention "${NA_BUDGET:-200}" "$PY" benchmarks/neighborhood_attention.py --out results $QUICK \
+        ${NA_ARGS:-} ;;
     models) run_step bench_models "${MODELS_BUDGET:-260}" "$PY" benchmarks/models.py --out results --official-dir .official $QUICK ;;
     profile) run_step profile "${PROFILE_BUDGET:-60}" "$PY" benchmarks/profile_model.py ravlt_s van_b2 --out results ;;
     lit) run_step bench_lit "${LIT_BUDGET:-90}" "$PY" benchmarks/lit.py --out results $QUICK ;;

@@ -57,7 +57,7 @@ def _plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
         idx = q.device.index if q.device.index is not None else torch.cuda.current_device()
         if idx not in _SM_COUNT:
             _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-        target = 4 * _SM_COUNT[idx]
+        target = _compiled_kernels.PROGRAMS_PER_SM * _SM_COUNT[idx]
         chunks = max(1, min(triton.cdiv(target, bh), triton.cdiv(N, align)))
         chunk = triton.cdiv(triton.cdiv(N, chunks), align) * align
     chunk = max(align, chunk)
@@ -65,11 +65,12 @@ def _plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
     return dict(B=B, H=H, N=N, DK=DK, DV=DV, DKP=dkp, BDV=bdv, NUM_DVT=num_dvt, BH=bh, C=c, CHUNK=chunk)
 
 
-def _precision(dtype: torch.dtype) -> tuple[bool, str]:
-    """(bf16 operands for the dot products that sum over N, precision of the fp32 dot products)."""
+def _precision(dtype: torch.dtype) -> tuple[bool, bool, str]:
+    """(bf16 operands for the dot products that sum over N, bf16 operands for those with a state, precision
+    of the fp32 dot products). bf16 dots are compiled-only: the interpreter's bf16 ``tl.dot`` is not exact."""
     low = dtype == torch.bfloat16 and not _compiled_kernels._INTERPRET
     prec = "tf32" if (dtype != torch.float32 or torch.backends.cuda.matmul.allow_tf32) else "ieee"
-    return low, prec
+    return low, low and _compiled_kernels.BF16_STATE_DOTS, prec
 
 
 def _rope_args(rope_cos, rope_sin, q):
@@ -102,12 +103,18 @@ def compute_state(
     p = _plan(q, v, kern._INTERPRET)
     B, H, N, DK, DV, BH, C = p["B"], p["H"], p["N"], p["DK"], p["DV"], p["BH"], p["C"]
     f32 = dict(device=q.device, dtype=torch.float32)
-    S = torch.zeros((B, H, DK, DV), **f32)
-    Z = torch.zeros((B, H, DK), **f32)
-    aux = torch.zeros((B, H, DK + DV + 2), **f32)
-    if N == 0:
-        return S, Z, aux
-    low, prec = _precision(q.dtype)
+    if N == 0:  # empty sums
+        return (
+            torch.zeros((B, H, DK, DV), **f32),
+            torch.zeros((B, H, DK), **f32),
+            torch.zeros((B, H, DK + DV + 2), **f32),
+        )
+    # The reduce kernel writes all of S and z, and the parts of aux its normaliser reads back: no zero fill
+    # (each fill would be one more launch on the host-bound small shapes).
+    S = torch.empty((B, H, DK, DV), **f32)
+    Z = torch.empty((B, H, DK), **f32)
+    aux = torch.empty((B, H, DK + DV + 2), **f32)
+    low, _, prec = _precision(q.dtype)
     rope, has_rope = _rope_args(rope_cos, rope_sin, q)
     qp = torch.empty((BH, C, DK), **f32) if norm == 4 else S
     sp = torch.empty((BH, C, DK, DV), **f32)
@@ -151,13 +158,13 @@ def forward_with_state(
     o = torch.empty((B, H, N, DV), device=q.device, dtype=v.dtype)
     if N == 0:
         return o, S, Z, aux
-    _, prec = _precision(q.dtype)
+    _, lows, prec = _precision(q.dtype)
     rope, has_rope = _rope_args(rope_cos, rope_sin, q)
     temp = temperature.reshape(-1).float().contiguous() if temperature is not None else S
     kern._out_kernel[(C, BH, p["NUM_DVT"])](
         q, *q.stride(), o, *o.stride(), *rope, S, Z, aux, temp,
         N, H, DK, DV, p["CHUNK"], float(eps), float(clamp_min),
-        FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=temperature is not None, PREC=prec,
+        FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=temperature is not None, PREC=prec, LOWS=lows,
         DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"], **kern.launch_config("out", p["DKP"], p["BDV"]),
     )  # fmt: skip
     return o, S, Z, aux
@@ -211,10 +218,10 @@ def backward(
     dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
     dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
     has_temp = temperature is not None
-    dtemp = torch.zeros(temperature.shape if has_temp else (0,), device=q.device, dtype=torch.float32)
     if N == 0:
+        dtemp = torch.zeros(temperature.shape if has_temp else (0,), device=q.device)
         return dq, dk, dv, dtemp.to(temperature.dtype if has_temp else q.dtype)
-    low, prec = _precision(q.dtype)
+    low, lows, prec = _precision(q.dtype)
     rope, has_rope = _rope_args(rope_cos, rope_sin, q)
     f32 = dict(device=q.device, dtype=torch.float32)
     S, Z, aux = S.contiguous(), Z.contiguous(), aux.contiguous()
@@ -224,7 +231,7 @@ def backward(
     gp = torch.empty((BH, C, DV), **f32) if norm == 3 else dzp
     dtp = torch.empty((BH, C), **f32) if has_temp else dzp
     dims = dict(DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"])
-    flags = dict(FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=has_temp, LOW=low, PREC=prec, **dims)
+    flags = dict(FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=has_temp, LOW=low, LOWS=lows, PREC=prec, **dims)
     qargs = (q, *q.stride(), grad_out, *grad_out.stride(), dq, *dq.stride(), *rope, S, Z, temp, dsp, dzp, gp, dtp)
     sizes = (N, H, DK, DV, C, p["CHUNK"], float(eps), float(clamp_min))
     qcfg = kern.launch_config("bwd_q", p["DKP"], p["BDV"])
@@ -247,7 +254,8 @@ def backward(
     kern._bwd_kv_kernel[(C, BH)](
         k, *k.stride(), v, *v.stride(), dk, *dk.stride(), dv, *dv.stride(), *rope,
         dse, zv, cv, cr, aux, dqbp, N, H, DK, DV, C, p["CHUNK"], float(scale),
-        FMAP=fmap, NORM=norm, ROPE=has_rope, PREC=prec, **dims, **kern.launch_config("bwd_kv", p["DKP"], p["BDV"]),
+        FMAP=fmap, NORM=norm, ROPE=has_rope, PREC=prec, LOWS=lows, **dims,
+        **kern.launch_config("bwd_kv", p["DKP"], p["BDV"]),
     )  # fmt: skip
     if norm == 4:
         kern._bwd_dq_fix_kernel[(C, BH)](

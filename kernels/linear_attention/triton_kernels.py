@@ -9,7 +9,9 @@ and, where the pass needs a tile of the value dimension, per ``BDV``-wide dv til
 reductions over N (the states S = Σφkᵀv, z = Σφk and their gradients) are written as per-chunk fp32
 partials and combined by a small reduce kernel, so nothing of size N×N or N×D is ever kept besides the
 inputs and outputs. All arithmetic is fp32; the dot products that sum over N take bf16 operands for
-bf16 inputs (fp32 accumulation), and those with a state take fp32 (TF32 or IEEE) operands.
+bf16 inputs (fp32 accumulation); those with a state take bf16 operands too for bf16 inputs when
+``LOWS`` (the state rounded to bf16, as a bf16 PyTorch matmul would), else fp32 (TF32 or IEEE) operands —
+fp16 inputs keep fp32 states, which could overflow fp16.
 
 RoPE rotates interleaved channel pairs (2i, 2i+1): tiles are split into their even and odd channels in
 registers (reshape + split), rotated with (N, dk/2) cos/sin tiles and joined back; the gradient applies
@@ -31,6 +33,8 @@ except (ImportError, AttributeError):  # pragma: no cover - old Triton
     _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 MAX_BLOCK_N = 128  # chunk sizes are multiples of this so every BLOCK_N divides them
+PROGRAMS_PER_SM = 4  # N is split into chunks until there are about this many programs per SM
+BF16_STATE_DOTS = True  # bf16 inputs: bf16 operands for the dots with the state too (see LOWS below)
 
 # (BLOCK_N, num_warps, num_stages) per kernel kind and (DKP, BDV) tile; a launch not listed here takes
 # the size-based default of :func:`launch_config`. Benchmarks may edit this table to try other configs.
@@ -282,20 +286,29 @@ def _state_reduce_kernel(
         zk += w * tl.load(ZP + part * DK + ck, mask=mk, other=0.0)
         if NORM == 3:
             zv += tl.load(VP + part * DV + cv, mask=mv, other=0.0)
+    # every slot of AUX is written (zeros where the normaliser has no use for it): it is an op output
+    vbar = tl.zeros((BDV,), tl.float32)
+    aux_q = tl.zeros((DKP,), tl.float32)
+    aux_m = 0.0
+    aux_l = 0.0
     if NORM == 3:
         acc = (scale / N) * (acc - zk[:, None] * zv[None, :] / N)
         zk = zk / N
-        tl.store(AUX + bh * naux + DK + cv, zv / N, mask=mv)
+        vbar = zv / N
     elif NORM == 4:
         acc = acc / lsum
         zk = zk / lsum
-        if t == 0:
-            tl.store(AUX + bh * naux + ck, qbar / N, mask=mk)
-            tl.store(AUX + bh * naux + DK + DV, mx)
-            tl.store(AUX + bh * naux + DK + DV + 1, lsum)
+        aux_q = qbar / N
+        aux_m = mx
+        aux_l = lsum
     else:
         acc = scale * acc
         zk = scale * zk
+    tl.store(AUX + bh * naux + DK + cv, vbar, mask=mv)
+    if t == 0:
+        tl.store(AUX + bh * naux + ck, aux_q, mask=mk)
+        tl.store(AUX + bh * naux + DK + DV, aux_m)
+        tl.store(AUX + bh * naux + DK + DV + 1, aux_l)
     tl.store(S + bh * DK * DV + ck[:, None] * DV + cv[None, :], acc, mask=m2)
     tl.store(Z + bh * DK + ck, zk, mask=mk & (t == 0))
 
@@ -308,7 +321,7 @@ def _out_kernel(
     S, Z, AUX, TEMP,
     N, H, DK, DV, CHUNK, eps, clamp_min,
     FMAP: tl.constexpr, NORM: tl.constexpr, ROPE: tl.constexpr, HAS_TEMP: tl.constexpr, PREC: tl.constexpr,
-    DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr, BLOCK_N: tl.constexpr,
+    LOWS: tl.constexpr, DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Pass 2: o_i = τ R(φq_i)·S / D_i (D_i from φq_i·z and the normaliser), or φq_i·W + v̄ (injective)."""
     c = tl.program_id(0)
@@ -337,7 +350,7 @@ def _out_kernel(
             rq = _rope(fq, rc, rs, BLOCK_N, DKP, False)
         else:
             rq = fq
-        u = tl.dot(rq, st, input_precision=PREC)
+        u = _mm(rq, st, LOWS, PREC)
         if NORM == 3:
             o = u + vbar[None, :]
         elif NORM == 1:
@@ -366,7 +379,8 @@ def _bwd_q_kernel(
     S, Z, TEMP, DSP, DZP, GP, DTP,
     N, H, DK, DV, C, CHUNK, eps, clamp_min,
     FMAP: tl.constexpr, NORM: tl.constexpr, ROPE: tl.constexpr, HAS_TEMP: tl.constexpr, LOW: tl.constexpr,
-    PREC: tl.constexpr, DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr, T_LOOP: tl.constexpr,
+    PREC: tl.constexpr, LOWS: tl.constexpr, DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr,
+    T_LOOP: tl.constexpr,
     DO_DQ: tl.constexpr, DO_DS: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Backward pass over (q, dO).
@@ -428,9 +442,9 @@ def _bwd_q_kernel(
             du = g * (tau / d)[:, None]
             if DO_DQ:
                 if (NORM == 0) or (NORM == 2) or (NORM == 4) or HAS_TEMP:  # g·u feeds dden / dτ
-                    u = tl.dot(rq, st, input_precision=PREC)
+                    u = _mm(rq, st, LOWS, PREC)
                     gu += tl.sum(g * u, 1)
-                drq += tl.dot(du, tl.trans(st), input_precision=PREC)
+                drq += _mm(du, tl.trans(st), LOWS, PREC)
             if DO_DS:
                 ds_acc += _mm(tl.trans(rq), du, LOW, PREC)
                 if NORM == 3:
@@ -539,7 +553,7 @@ def _bwd_kv_kernel(
     COS, s_cn, s_cd, SIN, s_sn, s_sd,
     DSE, ZV, CV, CR, AUX, DQBP,
     N, H, DK, DV, C, CHUNK, scale,
-    FMAP: tl.constexpr, NORM: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr,
+    FMAP: tl.constexpr, NORM: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr, LOWS: tl.constexpr,
     DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Backward pass over (k, v): dk, dv, and for rala the partials of dq̄ = s Σ_j dl_j φk_j (DQBP)."""
@@ -590,8 +604,8 @@ def _bwd_kv_kernel(
                 ds = _load_mat(sb, ck, cv, DK, DV)
                 cvec = tl.load(CV + bh * DV + cv, mask=cv < DV, other=0.0)
             v = _load_rows(vb, rows, cv, s_vn, s_vd, N, DV)
-            tv += tl.dot(v, tl.trans(ds), input_precision=PREC)
-            dv = tl.dot(rk, ds, input_precision=PREC) * w[:, None] + cvec[None, :]
+            tv += _mm(v, tl.trans(ds), LOWS, PREC)
+            dv = _mm(rk, ds, LOWS, PREC) * w[:, None] + cvec[None, :]
             offs = rows[:, None].to(tl.int64) * s_dvn + cv[None, :].to(tl.int64) * s_dvd
             tl.store(dvb + offs, dv.to(DV_.dtype.element_ty), mask=rmask[:, None] & (cv[None, :] < DV))
         if ROPE:
