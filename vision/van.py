@@ -20,6 +20,13 @@ hot path (the depthwise large-kernel convolutions), so ``model.to(memory_format=
 the whole network channels-last; the stage-end LayerNorm (:class:`StageNorm`) normalises the NHWC view, which
 is copy-free in channels-last memory, and returns the memory format it was given. Any input size works: every
 convolution pads so that a stage's output is ``ceil(H / stride)``.
+
+Speed (same function, fewer kernels; the state dict is unchanged): with eval-mode BatchNorms every block folds
+BN1 / BN2 into the 1x1 convolutions after them, conv_spatial's bias into conv1, and the attention's inner
+shortcut and γ1 into one ``addcmul``; patch embeddings fold their BatchNorm into the strided convolution. The
+folded weights are computed per call while autograd records and cached (already in the autocast dtype) for
+grad-free inference. In channels-last memory the 1x1 convolutions run as ``F.linear`` GEMMs with the bias in
+the epilogue (:mod:`linzoo.vision.layers.fused_ops`). Training mode runs the modules as written.
 """
 
 from __future__ import annotations
@@ -36,6 +43,15 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file
+from .layers.fused_ops import (
+    DerivedTensorCache,
+    at_least_fp32,
+    bn_scale_shift,
+    bn_uses_running_stats,
+    conv1x1,
+    fold_bn_after_conv,
+    fold_bn_before_conv,
+)
 
 __all__ = ["VAN", "checkpoint_filter_fn"]
 
@@ -50,7 +66,7 @@ class LKA(nn.Module):
         self.conv1 = nn.Conv2d(dim, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.conv1(self.conv_spatial(self.conv0(x)))
+        return x * conv1x1(self.conv_spatial(self.conv0(x)), self.conv1.weight, self.conv1.bias)
 
 
 class SpatialAttention(nn.Module):
@@ -64,7 +80,8 @@ class SpatialAttention(nn.Module):
         self.proj_2 = nn.Conv2d(dim, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x)))) + x
+        u = self.activation(conv1x1(x, self.proj_1.weight, self.proj_1.bias))
+        return conv1x1(self.spatial_gating_unit(u), self.proj_2.weight, self.proj_2.bias) + x
 
 
 class DWConv(nn.Module):
@@ -95,12 +112,27 @@ class ConvMlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.act(self.dwconv(self.fc1(x))))
-        return self.drop(self.fc2(x))
+        x = self.drop(self.act(self.dwconv(conv1x1(x, self.fc1.weight, self.fc1.bias))))
+        return self.drop(conv1x1(x, self.fc2.weight, self.fc2.bias))
+
+
+def _conv(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv``'s geometry (stride, padding, dilation, groups) with the given weight and bias."""
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+# Entries of VANBlock._fold() that feed convolutions (weight, bias): under autocast the cache stores them in the
+# autocast dtype, the cast autocast would otherwise repeat on every call. The residual factors stay as they are.
+_BLOCK_CAST = ("p1_w", "p1_b", "c0_w", "c0_b", "cs_w", "c1_w", "c1_b", "p2_w", "p2_b", "f1_w", "f1_b", "dw_w", "dw_b")
+_BLOCK_CAST += ("f2_w", "f2_b")
 
 
 class VANBlock(nn.Module):
-    """``x + γ1 ⊙ Attention(BN1(x))`` then ``x + γ2 ⊙ MLP(BN2(x))``, on ``(B, C, H, W)``."""
+    """``x + γ1 ⊙ Attention(BN1(x))`` then ``x + γ2 ⊙ MLP(BN2(x))``, on ``(B, C, H, W)``.
+
+    With both BatchNorms in eval mode (running statistics) the block runs a folded form of the same function
+    (:meth:`_forward_folded`); in training mode it runs the modules as written. The state dict is the same.
+    """
 
     def __init__(
         self,
@@ -120,8 +152,12 @@ class VANBlock(nn.Module):
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio), act_layer, proj_drop, **dd)
         self.layer_scale_1 = nn.Parameter(torch.full((dim,), float(ls_init_value), **dd))
         self.layer_scale_2 = nn.Parameter(torch.full((dim,), float(ls_init_value), **dd))
+        self._fold_cache = DerivedTensorCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        drop_path_active = self.training and not isinstance(self.drop_path, nn.Identity)
+        if bn_uses_running_stats(self.norm1) and bn_uses_running_stats(self.norm2) and not drop_path_active:
+            return self._forward_folded(x)
         g1, g2 = self.layer_scale_1.view(-1, 1, 1), self.layer_scale_2.view(-1, 1, 1)
         if isinstance(self.drop_path, nn.Identity):  # one fused kernel for x + γ ⊙ y
             x = torch.addcmul(x, g1, self.attn(self.norm1(x)))
@@ -129,17 +165,87 @@ class VANBlock(nn.Module):
         x = x + self.drop_path(g1 * self.attn(self.norm1(x)))
         return x + self.drop_path(g2 * self.mlp(self.norm2(x)))
 
+    def _fold(self) -> dict[str, torch.Tensor]:
+        """The block's weights with the eval BatchNorms, the inner shortcut and γ1 folded in (computed in fp32).
+
+        With ``BN_i(x) = s_i ⊙ x + t_i``:
+
+        - ``proj_1(BN1(x)) = proj_1'(x)`` and ``fc1(BN2(x)) = fc1'(x)`` (:func:`fold_bn_before_conv`);
+        - ``conv1(conv_spatial(y))``: conv_spatial's bias ``c`` passes through the 1×1 ``conv1``, so conv_spatial
+          runs without bias and ``conv1`` gets ``b + W c``;
+        - ``x + γ1 ⊙ (proj_2(z) + BN1(x)) = (1 + γ1 s1) ⊙ x + proj_2'(z)`` with ``proj_2' = γ1 ⊙ proj_2`` and bias
+          ``γ1 ⊙ (b + t1)``: the attention's inner shortcut and the layer-scale residual become one ``addcmul``.
+        """
+        a, lka, mlp = self.attn, self.attn.spatial_gating_unit, self.mlp
+        dtype = self.layer_scale_1.dtype
+
+        f = at_least_fp32
+        s1, t1 = bn_scale_shift(self.norm1)
+        s2, t2 = bn_scale_shift(self.norm2)
+        g1 = f(self.layer_scale_1)
+        p1_w, p1_b = fold_bn_before_conv(s1, t1, f(a.proj_1.weight), f(a.proj_1.bias))
+        f1_w, f1_b = fold_bn_before_conv(s2, t2, f(mlp.fc1.weight), f(mlp.fc1.bias))
+        c1_b = torch.addmv(f(lka.conv1.bias), f(lka.conv1.weight).flatten(1), f(lka.conv_spatial.bias))
+        p2_w = f(a.proj_2.weight) * g1.view(-1, 1, 1, 1)
+        p2_b = g1 * (f(a.proj_2.bias) + t1)
+        out = dict(
+            p1_w=p1_w,
+            p1_b=p1_b,
+            c0_w=lka.conv0.weight,
+            c0_b=lka.conv0.bias,
+            cs_w=lka.conv_spatial.weight,
+            c1_w=lka.conv1.weight,
+            c1_b=c1_b,
+            p2_w=p2_w,
+            p2_b=p2_b,
+            res1=torch.addcmul(torch.ones_like(g1), g1, s1).view(-1, 1, 1),
+            f1_w=f1_w,
+            f1_b=f1_b,
+            dw_w=mlp.dwconv.dwconv.weight,
+            dw_b=mlp.dwconv.dwconv.bias,
+            f2_w=mlp.fc2.weight,
+            f2_b=mlp.fc2.bias,
+            g2=self.layer_scale_2.view(-1, 1, 1),
+        )
+        return {k: v.to(dtype) for k, v in out.items()}
+
+    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """The block with eval BatchNorms, computed from :meth:`_fold` (cached between grad-free calls)."""
+        sources = [*self.parameters(), *self.norm1.buffers(), *self.norm2.buffers()]
+        p = self._fold_cache.get(sources, self._fold, _BLOCK_CAST, x.device.type)
+        a, lka, mlp = self.attn, self.attn.spatial_gating_unit, self.mlp
+        u = a.activation(conv1x1(x, p["p1_w"], p["p1_b"]))
+        attn = _conv(_conv(u, lka.conv0, p["c0_w"], p["c0_b"]), lka.conv_spatial, p["cs_w"], None)
+        attn = u * conv1x1(attn, p["c1_w"], p["c1_b"])
+        x = torch.addcmul(conv1x1(attn, p["p2_w"], p["p2_b"]), x, p["res1"])
+        h = mlp.drop(mlp.act(_conv(conv1x1(x, p["f1_w"], p["f1_b"]), mlp.dwconv.dwconv, p["dw_w"], p["dw_b"])))
+        return torch.addcmul(x, p["g2"], mlp.drop(conv1x1(h, p["f2_w"], p["f2_b"])))
+
 
 class OverlapPatchEmbed(nn.Module):
-    """Strided convolution (padding ``k // 2``, so the output is ``ceil(H / stride)``) + BatchNorm."""
+    """Strided convolution (padding ``k // 2``, so the output is ``ceil(H / stride)``) + BatchNorm.
+
+    An eval-mode BatchNorm is folded into the convolution (one kernel less, same function).
+    """
 
     def __init__(self, in_chans: int, embed_dim: int, patch_size: int, stride: int, **dd: Any) -> None:
         super().__init__()
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=stride, padding=patch_size // 2, **dd)
         self.norm = nn.BatchNorm2d(embed_dim, **dd)
+        self._fold_cache = DerivedTensorCache()
+
+    def _fold(self) -> dict[str, torch.Tensor]:
+        scale, shift = bn_scale_shift(self.norm)
+        w = self.proj.weight
+        w_f, b_f = fold_bn_after_conv(scale, shift, at_least_fp32(w), at_least_fp32(self.proj.bias))
+        return {"w": w_f.to(w.dtype), "b": b_f.to(w.dtype)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.proj(x))
+        if not bn_uses_running_stats(self.norm):
+            return self.norm(self.proj(x))
+        sources = [*self.parameters(), *self.norm.buffers()]
+        p = self._fold_cache.get(sources, self._fold, ("w", "b"), x.device.type)
+        return _conv(x, self.proj, p["w"], p["b"])
 
 
 class StageNorm(nn.LayerNorm):

@@ -232,3 +232,38 @@ def test_bad_arguments_raise_value_errors():
     model = copy.deepcopy(_model(_golden("slab_cswin_sla.pt")))
     with pytest.raises(ValueError, match="channels"):
         model(torch.randn(1, 4, 64, 64))
+
+
+def test_repbn_matches_the_transposed_batchnorm_formula():
+    """RepBN = BN1d over the transposed (B, C, N) view + α·x (the official form): same output, gradients and
+    running statistics in training; one affine pass in eval, cached between grad-free calls."""
+    torch.manual_seed(0)
+    ours = RepBN(6).double()
+    ref_bn = torch.nn.BatchNorm1d(6).double()
+    with torch.no_grad():
+        ours.alpha.fill_(0.7)
+        ours.bn.weight.normal_()
+        ours.bn.bias.normal_()
+    ref_bn.load_state_dict(ours.bn.state_dict())
+
+    def official(x: torch.Tensor) -> torch.Tensor:
+        xt = x.transpose(1, 2)
+        return (ref_bn(xt) + ours.alpha * xt).transpose(1, 2)
+
+    x = torch.randn(3, 10, 6, dtype=torch.float64, requires_grad=True)
+    out, expected = ours(x), official(x)
+    torch.testing.assert_close(out, expected)
+    (g,) = torch.autograd.grad(out.square().sum(), x)
+    (g_ref,) = torch.autograd.grad(expected.square().sum(), x)
+    torch.testing.assert_close(g, g_ref)
+    torch.testing.assert_close(ours.bn.running_mean, ref_bn.running_mean)
+    torch.testing.assert_close(ours.bn.running_var, ref_bn.running_var)
+
+    ours.eval(), ref_bn.eval()
+    torch.testing.assert_close(ours(x), official(x))  # grad enabled: affine computed on the fly
+    with torch.no_grad():
+        first = ours(x)
+        torch.testing.assert_close(first, official(x))
+        ours.bn.running_var.mul_(2.0)  # the cache follows in-place updates
+        ref_bn.running_var.mul_(2.0)
+        torch.testing.assert_close(ours(x), official(x))

@@ -7,6 +7,7 @@ in test_contract.py.)
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 
 import pytest
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-import linzoo.vision.van  # noqa: F401  (registers the models even before vision/__init__ imports the module)
+import linzoo.vision.van
 from linzoo.vision.van import LKA, VAN, SpatialAttention, StageNorm, checkpoint_filter_fn
 from linzoo.weights import get_checkpoint
 
@@ -185,3 +186,121 @@ def test_bad_arguments_raise_value_error():
         _tiny().forward_intermediates(torch.randn(1, 3, 32, 32), output_fmt="NHWC")
     with pytest.raises(TypeError):
         timm.create_model("van_b0", not_an_argument=1)
+
+
+def _randomised(model: VAN) -> VAN:
+    """Non-trivial BatchNorm statistics and affine terms, biases and layer scales (init leaves them trivial)."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            elif name.endswith(("running_mean", "bias")):
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.2)
+            elif name.endswith("norm1.weight") or name.endswith("norm2.weight") or "layer_scale" in name:
+                t.copy_(torch.rand(t.shape, generator=gen) * 0.5 + 0.5)
+    return model
+
+
+def _unfused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every block and patch embedding as the plain module composition (BatchNorm kernels, no folding)."""
+    monkeypatch.setattr(linzoo.vision.van, "bn_uses_running_stats", lambda bn: False)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_eval_folding_is_exact(monkeypatch, channels_last):
+    """Eval mode folds BN into the 1x1 convs, conv_spatial's bias into conv1, and the inner shortcut and γ1 into
+    one addcmul; in float64 the folded model equals the module composition to rounding, outputs and gradients."""
+    torch.manual_seed(0)
+    model = _randomised(_tiny().double()).eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    x = torch.randn(2, 3, 45, 61, dtype=torch.float64).contiguous(memory_format=memory_format)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        xg = x.clone().requires_grad_()
+        out = model(xg)
+        out.square().sum().backward()
+        return out.detach(), xg.grad, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    with torch.no_grad():
+        folded_nograd = model(x)
+    folded, folded_gx, folded_gp = run()
+    with monkeypatch.context() as m:
+        _unfused(m)
+        with torch.no_grad():
+            ref = model(x)
+        _, ref_gx, ref_gp = run()
+    torch.testing.assert_close(folded_nograd, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(folded, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(folded_gx, ref_gx, rtol=1e-9, atol=1e-10)
+    for name, grad in ref_gp.items():
+        torch.testing.assert_close(folded_gp[name], grad, rtol=1e-9, atol=1e-10, msg=name)
+    if channels_last:
+        assert model.forward_features(x).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_frozen_batchnorm_training_uses_the_fold_with_gradients(monkeypatch):
+    """model.train() with frozen (eval) BatchNorms: the folded block computes the same output and gradients."""
+    torch.manual_seed(0)
+    model = _randomised(_tiny().double()).train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    x = torch.randn(1, 3, 40, 40, dtype=torch.float64)
+    out = model(x)
+    out.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    with monkeypatch.context() as m:
+        _unfused(m)
+        ref = model(x)
+        ref.sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n], p.grad, rtol=1e-9, atol=1e-10, msg=n)
+
+
+def test_fold_cache_follows_parameter_and_statistics_updates(monkeypatch):
+    """The grad-free cache is refreshed after in-place edits, load_state_dict, BN statistic updates and an
+    autocast switch, and it never reaches the state dict or a deep copy."""
+    torch.manual_seed(0)
+    model = _randomised(_tiny()).eval()
+    x = torch.randn(1, 3, 40, 40)
+
+    def check() -> None:
+        with torch.no_grad():
+            out = model(x)
+        with monkeypatch.context() as m:
+            _unfused(m)
+            with torch.no_grad():
+                ref = model(x)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+    check()
+    with torch.no_grad():
+        model.block1[0].attn.proj_1.weight.mul_(-2.0)  # in place: the version counter moves
+        model.block2[0].norm2.running_var.mul_(3.0)
+    check()
+    model.load_state_dict(_randomised(_tiny()).state_dict())
+    check()
+    model.train()
+    model(torch.randn(2, 3, 40, 40))  # BN statistics move in training mode
+    model.eval()
+    check()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(x)
+        cached = model.block1[0]._fold_cache._value
+        assert cached["p1_w"].dtype == torch.bfloat16 and cached["res1"].dtype == torch.float32
+    check()  # leaving autocast: fp32 entries again
+    with monkeypatch.context() as m:
+        _unfused(m)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            low_ref = model(x)
+    torch.testing.assert_close(low.float(), low_ref.float(), rtol=0.05, atol=0.05)
+    assert not any("fold" in k for k in model.state_dict())
+    clone = copy.deepcopy(model)
+    assert clone.block1[0]._fold_cache._value is None
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), model(x))

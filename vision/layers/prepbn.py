@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .fused_ops import DerivedTensorCache, at_least_fp32, bn_uses_running_stats
+
 __all__ = [
     "ChannelAffine",
     "LinearNorm",
@@ -41,27 +43,52 @@ class ChannelAffine(nn.Module):
 
 
 class RepBN(nn.Module):
-    """``BatchNorm1d(C)`` over the channels of ``(B, N, C)`` tokens plus a learned scalar ``alpha`` times ``x``."""
+    """``BatchNorm1d(C)`` over the channels of ``(B, N, C)`` tokens plus a learned scalar ``alpha`` times ``x``.
+
+    The official module normalises the transposed ``(B, C, N)`` view; here the BatchNorm sees the tokens as
+    ``(B·N, C)`` rows (the same per-channel statistics over batch and tokens, the same running-statistics
+    update), so no transpose copies are made, and ``BN(x) + α·x`` is one ``addcmul``. In eval (running
+    statistics) the whole map is the per-channel affine ``a ⊙ x + b`` (:meth:`affine`): one ``addcmul`` pass
+    over the tokens, with ``(a, b)`` kept between grad-free calls (:class:`~linzoo.vision.layers.fused_ops.
+    DerivedTensorCache`).
+    """
 
     def __init__(self, dim: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__()
         self.alpha = nn.Parameter(torch.ones(1))
         self.bn = nn.BatchNorm1d(dim, eps=eps, momentum=momentum)
+        self._affine_cache = DerivedTensorCache()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3:
             raise ValueError(f"RepBN expects tokens of shape (B, N, C), got {tuple(x.shape)}")
-        xt = x.transpose(1, 2)
-        return (self.bn(xt) + self.alpha * xt).transpose(1, 2)
+        if bn_uses_running_stats(self.bn):
+            sources = [self.alpha, *self.bn.parameters(), *self.bn.buffers()]
+            p = self._affine_cache.get(sources, self._affine_dict, device_type=x.device.type)
+            return torch.addcmul(p["b"], x, p["a"])
+        y = self.bn(x.reshape(-1, x.shape[-1])).view(x.shape)
+        return torch.addcmul(y, x, self.alpha)
+
+    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(a, b)`` (differentiable, in the parameters' dtype) with ``RepBN(x) = a ⊙ x + b`` under the running
+        statistics (whatever the mode, for the deployment folds)."""
+        bn, f = self.bn, at_least_fp32
+        scale = torch.rsqrt(f(bn.running_var) + bn.eps)
+        if bn.weight is not None:
+            scale = scale * f(bn.weight)
+        shift = -f(bn.running_mean) * scale
+        if bn.bias is not None:
+            shift = shift + f(bn.bias)
+        dtype = self.alpha.dtype
+        return (scale + f(self.alpha)).to(dtype), shift.to(dtype)
+
+    def _affine_dict(self) -> dict[str, torch.Tensor]:
+        a, b = self._affine()
+        return {"a": a, "b": b}
 
     def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(a, b)`` with ``RepBN(x) = a ⊙ x + b`` in eval (running statistics)."""
-        bn = self.bn
-        inv_std = torch.rsqrt(bn.running_var + bn.eps)
-        gamma = bn.weight if bn.weight is not None else torch.ones_like(inv_std)
-        beta = bn.bias if bn.bias is not None else torch.zeros_like(inv_std)
-        a = gamma * inv_std + self.alpha
-        b = beta - gamma * bn.running_mean * inv_std
+        """``(a, b)`` with ``RepBN(x) = a ⊙ x + b`` in eval (running statistics), detached."""
+        a, b = self._affine()
         return a.detach(), b.detach()
 
     def fuse(self) -> ChannelAffine:
