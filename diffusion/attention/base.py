@@ -121,4 +121,5 @@ class LinzooAttnProcessor:
             out = out.transpose(-1, -2).reshape(batch, channels, height, width)
         if attn.residual_connection:
             out = out + residual
-        return out / attn.rescale_output_factor
+        # x / 1.0 == x exactly: skip the launch (every UNet/DiT attention has rescale_output_factor == 1.0)
+        return out if attn.rescale_output_factor == 1.0 else out / attn.rescale_output_factor

@@ -125,6 +125,21 @@ def test_processor_without_projections_raises():
         LinFusionAttnProcessor(backend="cuda")
 
 
+def test_processor_residual_and_output_rescale():
+    """``residual_connection`` and ``rescale_output_factor`` as in diffusers (the division is skipped only at 1.0)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 16)
+    outs = {}
+    for residual, factor in ((False, 1.0), (True, 2.0)):
+        torch.manual_seed(1)
+        attn = Attention(query_dim=16, heads=2, dim_head=8, residual_connection=residual, rescale_output_factor=factor)
+        add_linfusion_projections(attn, 8, zero_init=False)
+        attn.set_processor(LinFusionAttnProcessor(backend="torch"))
+        with torch.no_grad():
+            outs[factor] = attn(x)
+    torch.testing.assert_close(outs[2.0], (outs[1.0] + x) / 2.0, rtol=0, atol=0)
+
+
 # -------------------------------------------------------------------------------------- official key layout
 
 
