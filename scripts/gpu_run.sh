@@ -47,7 +47,8 @@ run_step() {  # name, seconds, command...: a step over its budget is stopped so 
 
 for step in "${STEPS[@]}"; do
   case "$step" in
-    tests) run_step pytest_gpu "${TESTS_BUDGET:-150}" "$PY" -m pytest -m gpu -q -rf -p no:cacheprovider --timeout 90 \
+    tests) LINZOO_PRINT_FAILURES=1 run_step pytest_gpu "${TESTS_BUDGET:-150}" "$PY" -m pytest -m gpu -v -rf \
+      -p no:cacheprovider --timeout 90 \
       ${TESTS_PATHS:-} ;;
     kernels)
       # LA_ARGS="--tune --tune-budget 120": search launch configs first (results/la_tuning.json), then the table
@@ -57,8 +58,8 @@ for step in "${STEPS[@]}"; do
         ${NA_ARGS:-} ;;
     models) run_step bench_models "${MODELS_BUDGET:-260}" "$PY" benchmarks/models.py --out results --official-dir .official $QUICK ;;
     profile) run_step profile "${PROFILE_BUDGET:-60}" "$PY" benchmarks/profile_model.py ravlt_s van_b2 --out results ;;
-    lit) run_step bench_lit "${LIT_BUDGET:-90}" "$PY" benchmarks/lit.py --out results $QUICK ;;
-    linfusion) run_step bench_linfusion "${LINFUSION_BUDGET:-120}" "$PY" benchmarks/linfusion.py --out results $QUICK ;;
+    lit) run_step bench_lit "${LIT_BUDGET:-100}" "$PY" benchmarks/lit.py --out results $QUICK ;;
+    linfusion) run_step bench_linfusion "${LINFUSION_BUDGET:-160}" "$PY" benchmarks/linfusion.py --out results $QUICK ;;
     *) echo "unknown step $step" ;;
   esac
 done

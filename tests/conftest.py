@@ -33,6 +33,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_runtest_logreport(report):
+    """With LINZOO_PRINT_FAILURES=1 (the GPU runner), print each failure as it happens: a time-boxed run that
+    is killed before pytest's summary still shows which test failed and why."""
+    if report.failed and os.environ.get("LINZOO_PRINT_FAILURES") == "1":
+        print(f"\nFAILED {report.nodeid} ({report.when})\n{report.longreprtext[-2500:]}\n", flush=True)
+
+
 def load_manifest(name: str) -> dict | None:
     """The official state-dict manifest of ``name`` (tests/fixtures/reference_keys/<name>.json), if any."""
     path = REFERENCE_KEYS / f"{name}.json"

@@ -108,6 +108,37 @@ def _backward(ctx, grad_out, _grad_s, _grad_z, _grad_aux):
 _linear_attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerLinearAttention(torch.autograd.Function):
+    """The same fused forward/backward as the custom op, for plain eager calls.
+
+    The custom op is what ``torch.compile``, ``torch.export`` and fake tensors need, but each eager call of it
+    pays the dispatcher's Python layer (schema defaults, autograd wrapper; ~70 µs per forward+backward on an
+    idle CPU, several times that on a slow host), which at 224-px backbone shapes costs more than the kernels.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, feature_map, normalizer, eps, scale, clamp_min, rope_cos, rope_sin, temperature):
+        o, state_s, state_z, state_aux = _triton_fused.forward_with_state(
+            q, k, v, feature_map, normalizer, eps, scale, clamp_min, rope_cos, rope_sin, temperature
+        )
+        ctx.save_for_backward(q, k, v, rope_cos, rope_sin, temperature, state_s, state_z, state_aux)
+        ctx.options = (feature_map, normalizer, eps, scale, clamp_min)
+        return o
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, rope_cos, rope_sin, temperature, state_s, state_z, state_aux = ctx.saved_tensors
+        dq, dk, dv, dtemp = _triton_fused.backward(
+            grad_out, q, k, v, *ctx.options, rope_cos, rope_sin, temperature, state=(state_s, state_z, state_aux)
+        )
+        return dq, dk, dv, None, None, None, None, None, None, None, (dtemp if temperature is not None else None)
+
+
+def _eager_call(q: torch.Tensor) -> bool:
+    """True for a plain eager call on real tensors (not compiling, exporting or running on fake tensors)."""
+    return not (torch.compiler.is_compiling() or isinstance(q, torch._subclasses.FakeTensor))
+
+
 def _check_inputs(q, k, v, feature_map, normalizer, rope, temperature) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
@@ -193,7 +224,12 @@ def linear_attention(
         float(clamp_min),
     )
     if resolved == "triton":
-        return _linear_attention_op(*args, rope_cos, rope_sin, temperature)[0]
+        if not _eager_call(q):
+            return _linear_attention_op(*args, rope_cos, rope_sin, temperature)[0]
+        leaves = (q, k, v) if temperature is None else (q, k, v, temperature)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
+            return _EagerLinearAttention.apply(*args, rope_cos, rope_sin, temperature)
+        return _triton_fused.forward_with_state(*args, rope_cos, rope_sin, temperature)[0]
     # The reference is plain differentiable PyTorch: autograd, torch.compile (which fuses it), export and the
     # meta device all see through it.
     return linear_attention_reference(*args, rope_cos, rope_sin, temperature)

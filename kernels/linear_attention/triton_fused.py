@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import triton
 
+from .._backend import cdiv, next_pow2
 from . import triton_kernels as _compiled_kernels
 
 __all__ = ["backward", "compute_state", "forward", "forward_with_state"]
@@ -35,14 +35,25 @@ def _kernels(device: torch.device):
 
 
 def _pow2(x: int) -> int:
-    return max(16, triton.next_power_of_2(x))
+    return max(16, next_pow2(x))
 
 
 _SM_COUNT: dict[int, int] = {}
+_PLANS: dict[tuple, dict] = {}
 
 
 def _plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
-    """Padded head dims, dv tiling and the split of N into chunks."""
+    """Padded head dims, dv tiling and the split of N into chunks (memoised: it runs on every call)."""
+    key = (tuple(q.shape), v.shape[-1], interpret, q.device, _compiled_kernels.PROGRAMS_PER_SM)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) > 4096:  # many distinct shapes (e.g. a resolution sweep): start over
+            _PLANS.clear()
+        plan = _PLANS[key] = _make_plan(q, v, interpret)
+    return plan
+
+
+def _make_plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
     B, H, N, DK = q.shape
     DV = v.shape[-1]
     dkp, dvp = _pow2(DK), _pow2(DV)
@@ -58,10 +69,10 @@ def _plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
         if idx not in _SM_COUNT:
             _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
         target = _compiled_kernels.PROGRAMS_PER_SM * _SM_COUNT[idx]
-        chunks = max(1, min(triton.cdiv(target, bh), triton.cdiv(N, align)))
-        chunk = triton.cdiv(triton.cdiv(N, chunks), align) * align
+        chunks = max(1, min(cdiv(target, bh), cdiv(N, align)))
+        chunk = cdiv(cdiv(N, chunks), align) * align
     chunk = max(align, chunk)
-    c = max(1, triton.cdiv(N, chunk))
+    c = max(1, cdiv(N, chunk))
     return dict(B=B, H=H, N=N, DK=DK, DV=DV, DKP=dkp, BDV=bdv, NUM_DVT=num_dvt, BH=bh, C=c, CHUNK=chunk)
 
 

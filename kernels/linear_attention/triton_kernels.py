@@ -33,12 +33,21 @@ except (ImportError, AttributeError):  # pragma: no cover - old Triton
     _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 MAX_BLOCK_N = 128  # chunk sizes are multiples of this so every BLOCK_N divides them
-PROGRAMS_PER_SM = 4  # N is split into chunks until there are about this many programs per SM
+# The defaults below were chosen by `benchmarks/linear_attention.py --tune` on an H100 (2026-11-23; GPU time
+# of three (64, 64)-tile shapes: DiT@2048, RAVLT s1@224 with RALA+RoPE, SD-1.5 d=40; the log is
+# docs/benchmarks/la_tuning.json): 8 programs per SM beat 2/4/16 (DiT fwd+bwd 1.03 vs 1.12 ms at 4), and bf16
+# state dots beat TF32 ones (1.12 vs 1.44 ms).
+PROGRAMS_PER_SM = 8  # N is split into chunks until there are about this many programs per SM
 BF16_STATE_DOTS = True  # bf16 inputs: bf16 operands for the dots with the state too (see LOWS below)
 
 # (BLOCK_N, num_warps, num_stages) per kernel kind and (DKP, BDV) tile; a launch not listed here takes
 # the size-based default of :func:`launch_config`. Benchmarks may edit this table to try other configs.
-TUNING: dict[tuple[str, int, int], tuple[int, int, int]] = {}
+TUNING: dict[tuple[str, int, int], tuple[int, int, int]] = {
+    ("state", 64, 64): (32, 4, 3),  # 0.93 of the size-based default's time
+    ("out", 64, 64): (32, 4, 3),  # 0.88
+    ("bwd_q", 64, 64): (64, 4, 2),  # 0.93
+    ("bwd_kv", 64, 64): (32, 4, 3),  # 0.98
+}
 
 
 def launch_config(kind: str, dkp: int, bdv: int) -> dict:
@@ -432,7 +441,7 @@ def _bwd_q_kernel(
             d = tl.where(rmask, d, 1.0)
         gu = tl.zeros((BLOCK_N,), tl.float32)
         drq = tl.zeros((BLOCK_N, DKP), tl.float32)
-        for tt in tl.static_range(T_LOOP):
+        for tt in range(T_LOOP):  # not unrolled: one tile's operands live at a time (dk > 128 runs 4 tiles)
             cv = (pt * T_LOOP + tt) * BDV + tl.arange(0, BDV)
             if T_LOOP == 1:
                 st = st0
@@ -595,7 +604,7 @@ def _bwd_kv_kernel(
         else:
             w = tl.full((BLOCK_N,), 1.0, tl.float32)
         tv = tl.zeros((BLOCK_N, DKP), tl.float32)
-        for t in tl.static_range(NUM_DVT):
+        for t in range(NUM_DVT):  # not unrolled, as in the (q, dO) pass
             cv = t * BDV + tl.arange(0, BDV)
             if NUM_DVT == 1:
                 ds = ds0

@@ -31,6 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .._backend import cdiv, next_pow2
+
 LOG2E = 1.4426950408889634
 NSLICE = 16  # copies of the bias-gradient table (fewer atomic collisions)
 EXTRA_BWD_PROGRAMS = 1024  # target program count of the extra-key dK/dV kernel (query stream split)
@@ -449,13 +451,13 @@ def _precision(dtype: torch.dtype) -> str:
 
 def _common(q, v, dh, dw, cfg):
     bsz, heads, height, width, dim = q.shape
-    n_ty = triton.cdiv(triton.cdiv(height, dh), cfg["TH"])
-    n_tx = triton.cdiv(triton.cdiv(width, dw), cfg["TW"])
+    n_ty = cdiv(cdiv(height, dh), cfg["TH"])
+    n_tx = cdiv(cdiv(width, dw), cfg["TW"])
     dims = dict(
         D=dim,
         DV=v.shape[-1],
-        BD=max(16, triton.next_power_of_2(dim)),
-        BDV=max(16, triton.next_power_of_2(v.shape[-1])),
+        BD=max(16, next_pow2(dim)),
+        BDV=max(16, next_pow2(v.shape[-1])),
         PREC=_precision(q.dtype),
     )
     return (dh * dw * n_ty * n_tx, bsz * heads), n_ty, n_tx, dims
@@ -515,13 +517,13 @@ def backward(grad_out, q, k, v, out, lse, kh, kw, dh, dw, circle, scale, rpb, k_
         # Every query sees every extra key: split the query stream over ``nsplit`` programs per key block
         # (enough programs to fill the GPU when B·heads·M is small, as for CLEAR) and sum fp32 partials.
         bm, n_tok, bn = 64, height * width, cfg["BLOCK_N"]
-        programs = triton.cdiv(m_extra, bm) * bsz * heads
-        nsplit = max(1, min(triton.cdiv(EXTRA_BWD_PROGRAMS, programs), triton.cdiv(n_tok, EXTRA_MIN_BLOCKS * bn)))
-        q_per_split = triton.cdiv(triton.cdiv(n_tok, nsplit), bn) * bn
-        nsplit = triton.cdiv(n_tok, q_per_split)
+        programs = cdiv(m_extra, bm) * bsz * heads
+        nsplit = max(1, min(cdiv(EXTRA_BWD_PROGRAMS, programs), cdiv(n_tok, EXTRA_MIN_BLOCKS * bn)))
+        q_per_split = cdiv(cdiv(n_tok, nsplit), bn) * bn
+        nsplit = cdiv(n_tok, q_per_split)
         dke_part = torch.empty((nsplit, *ke.shape), device=q.device, dtype=torch.float32)
         dve_part = torch.empty((nsplit, *ve.shape), device=q.device, dtype=torch.float32)
-        _na_bwd_dkv_extra_kernel[(triton.cdiv(m_extra, bm), bsz * heads, nsplit)](
+        _na_bwd_dkv_extra_kernel[(cdiv(m_extra, bm), bsz * heads, nsplit)](
             q, ke, ve, grad_out, lse, delta, dke_part, dve_part,
             n_tok, m_extra, q_per_split, bsz * heads, scale * LOG2E, scale, BM=bm, **launch,
         )  # fmt: skip

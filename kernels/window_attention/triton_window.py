@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._backend import cdiv, next_pow2
 from ..neighborhood_attention.triton_na import _dot, _precision
 
 LOG2E = 1.4426950408889634
@@ -132,14 +133,14 @@ def _win_bwd_kernel(
 
 def _launch_args(q, v, wh, ww):
     bsz, heads, height, width, dim = q.shape
-    hp, wp = triton.cdiv(height, wh) * wh, triton.cdiv(width, ww) * ww
+    hp, wp = cdiv(height, wh) * wh, cdiv(width, ww) * ww
     dims = dict(
         D=dim,
         DV=v.shape[-1],
-        BD=max(16, triton.next_power_of_2(dim)),
-        BDV=max(16, triton.next_power_of_2(v.shape[-1])),
+        BD=max(16, next_pow2(dim)),
+        BDV=max(16, next_pow2(v.shape[-1])),
         PREC=_precision(q.dtype),
-        BT=max(16, triton.next_power_of_2(wh * ww)),
+        BT=max(16, next_pow2(wh * ww)),
     )
     num_warps = 4 if dims["BT"] * max(dims["BD"], dims["BDV"]) <= 64 * 64 else 8
     return hp, wp, dims, num_warps
