@@ -294,6 +294,59 @@ def tune(compiled_ref, budget_s: float = 150.0, out: Path | None = None) -> dict
     return log
 
 
+def breakdown(compiled_ref, bw, out: Path | None = None) -> list[dict]:
+    """GPU time of each kernel of one forward+backward (torch.profiler), against its own memory floor.
+
+    The floor of a kernel is the bytes it must move (its tensors of size N; the O(D²) states are
+    negligible) over the measured bandwidth, so the row shows which kernel is far from it.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    rows = []
+    for case in TUNE_CASES:
+        label, b, h, n, dk, dv, fm, norm, rope = case
+        inputs, peers = _make_peers(case, torch.bfloat16, compiled_ref)
+        qg, kg, vg = (t.detach().requires_grad_() for t in inputs)
+        do = torch.randn(*qg.shape[:-1], dv, device="cuda", dtype=qg.dtype)
+
+        def step(fn=peers["ours"], leaves=(qg, kg, vg), grad=do):
+            return torch.autograd.grad(fn(*leaves), leaves, grad)
+
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        reps = 10
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(reps):
+                step()
+            torch.cuda.synchronize()
+        tile = b * h * n * 2  # bytes of one (B, H, N) row of bf16 per channel
+        moved = {  # compulsory HBM bytes per kernel: the (B, H, N, ·) tensors it reads and writes
+            "_qsum_kernel": tile * dk,
+            "_state_kernel": tile * (dk + dv),
+            "_out_kernel": tile * (dk + dv),
+            "_bwd_q_kernel": tile * (2 * dk + dv),
+            "_bwd_kv_kernel": tile * (2 * dk + 2 * dv),
+            "_bwd_dq_fix_kernel": tile * 3 * dk,
+        }
+        for evt in prof.key_averages():
+            if evt.device_type is None or "kernel" not in evt.key and "Kernel" not in evt.key:
+                continue
+            us = evt.device_time_total / reps if hasattr(evt, "device_time_total") else evt.cuda_time_total / reps
+            if us <= 0:
+                continue
+            name = evt.key
+            floor_us = moved.get(name, 0) / bw * 1e6
+            row = dict(case=label, kernel=name, calls=evt.count // reps, us=us, floor_us=floor_us)
+            row["pct_floor"] = 100 * floor_us / us if floor_us else None
+            rows.append(row)
+            pct = f"{row['pct_floor']:.0f} %" if floor_us else "-"
+            print(f"breakdown {label:22s} {name:28s} x{row['calls']} {us:9.1f} us  floor {floor_us:7.1f} us  {pct}")
+    if out is not None:
+        (out / "la_breakdown.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
 def _fmt(row, name):
     if name in row["ms"]:
         ms = row["ms"][name]
@@ -406,6 +459,7 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="search launch configs at the headline shapes first")
     parser.add_argument("--tune-budget", type=float, default=150.0, help="seconds for the config search")
     parser.add_argument("--tune-only", action="store_true", help="stop after the search")
+    parser.add_argument("--breakdown", action="store_true", help="per-kernel GPU times (torch.profiler) first")
     parser.add_argument("--render", type=Path, default=None, help="re-render md/png from a results JSON")
     parser.add_argument("--no-docs", action="store_true", help="do not write into docs/benchmarks")
     args = parser.parse_args()
@@ -436,6 +490,8 @@ def main() -> None:
         quick=args.quick,
     )
     results = dict(env=env, rows=[], sweep=[], tuning=None)
+    if args.breakdown:
+        results["breakdown"] = breakdown(compiled_ref, bw, args.out)
     if args.tune:
         results["tuning"] = tune(compiled_ref, args.tune_budget, args.out)
         if args.tune_only:

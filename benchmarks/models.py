@@ -1,13 +1,18 @@
-"""Backbone throughput and memory: linzoo (eager, compiled) vs the official code vs timm peers, in one run.
+"""Backbone throughput and memory: linzoo (eager, CUDA graph, compiled) vs the official code vs timm peers, one run.
 
-For each family's reference variant it measures, with bf16 autocast on one GPU:
-inference img/s at 224 (batch 64), training img/s at 224 (batch 64; forward + backward + SGD step), inference
-img/s and peak memory at 1024 (batch 4), and a resolution sweep 224…2048 (batch 1) for the plots.
-The official implementation gets the same weights (our state dict loads into it strictly) and its logits are
-compared with ours in fp32 before timing, so the rows time the same function.
+For each family's reference variant, in this order so that a time-boxed run keeps the comparison rows:
+linzoo eager, linzoo eager + CUDA graph (inference: the forward captured once on a static input and replayed,
+no compilation), the official implementation with the same weights; then the timm peers; then torch.compile
+rows (inference for every family, the training step for ``--compile-train``) last, since each costs ~1 min of
+compilation. Measured with bf16 autocast on one GPU: inference img/s at 224 (batch 64), training img/s at 224
+(batch 64; forward + backward + SGD step), inference img/s and peak memory at 1024 (batch 4), and a resolution
+sweep 224…2048 (batch 1) for the plots. The official model's logits are compared with ours in fp32 before
+timing, so the rows time the same function. ``--budget SECONDS`` skips (and marks in the table) every row that
+would not finish in time, from the durations measured so far in the run; the table and the plots are rewritten
+after every row.
 
-    python benchmarks/models.py --out docs/benchmarks --official-dir .official     # on the GPU machine
-    python benchmarks/models.py --device cpu --quick --out /tmp/bench             # smoke test anywhere
+    python benchmarks/models.py --out docs/benchmarks --official-dir .official --budget 230   # GPU machine
+    python benchmarks/models.py --device cpu --quick --out /tmp/bench                          # smoke test anywhere
 
 ``--official-dir`` holds the official model files (never committed): rala/RALA.py, van/models/van.py,
 l2vit/models/l2vit.py, inline/models/inline_swin.py, slab/models/{slab_swin,prepbn}.py, and an fvcore stub.
@@ -146,18 +151,41 @@ def time_it(fn: Callable[[], object], device: torch.device, warmup: int, iters: 
     return sorted(times)[len(times) // 2]
 
 
-def _autocast(device: torch.device):
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
+def _autocast(device: torch.device, cache_enabled: bool = True):
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
+
+
+def _graph_forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> Callable[[], torch.Tensor]:
+    """The inference forward captured in a CUDA graph on the static input ``x``; returns a replay function.
+
+    Warm-up runs on a side stream first (lazy init, Triton JIT, RoPE tables), as torch.cuda.graphs requires;
+    autocast's weight-cast cache must be off while capturing (the casts are replayed from the weights instead).
+    """
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream), torch.inference_mode(), _autocast(device, cache_enabled=False):
+        for _ in range(3):
+            model(x)
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph), _autocast(device, cache_enabled=False):
+        out = model(x)
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return out
+
+    return replay
 
 
 def _measure(
-    model: nn.Module, mode: str, batch: int, res: int, device: torch.device, args, channels_last: bool = False
+    model: nn.Module, mode: str, batch: int, res: int, device: torch.device, args, iters: tuple[int, int] | None = None
 ) -> dict:
-    """img/s and peak memory (MiB) of inference or one training step; 'OOM' on out-of-memory."""
+    """img/s and peak memory (MiB) of ``mode``: "infer", "graph" (CUDA-graph replay of inference) or "train".
+
+    ``iters``: (warm-up, timed) calls, default ``(args.warmup, args.iters)``.
+    """
     x = torch.randn(batch, 3, res, res, device=device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -168,6 +196,9 @@ def _measure(
             def step():
                 with torch.inference_mode(), _autocast(device):
                     return model(x)
+        elif mode == "graph":
+            model.eval()
+            step = _graph_forward(model, x, device)
         else:
             model.train()
             opt = torch.optim.SGD(model.parameters(), lr=1e-4)
@@ -179,11 +210,14 @@ def _measure(
                 opt.step()
                 opt.zero_grad(set_to_none=True)
 
-        seconds = time_it(step, device, args.warmup, args.iters)
+        seconds = time_it(step, device, *(iters or (args.warmup, args.iters)))
     except torch.OutOfMemoryError:
         return {"img_s": "OOM", "mem": "OOM"}
-    except RuntimeError as err:  # e.g. a fixed-size official model at another resolution
-        return {"img_s": f"error: {str(err).splitlines()[0][:60]}", "mem": "-"}
+    except Exception as err:  # e.g. a fixed-size official / timm model at another resolution
+        return {"img_s": f"error: {str(err).splitlines()[0][:60] if str(err) else type(err).__name__}", "mem": "-"}
+    finally:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     mem = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     return {"img_s": batch / seconds, "mem": mem}
 
@@ -203,6 +237,33 @@ def fmt(v) -> str:
     return str(v)
 
 
+class Budget:
+    """Wall-clock budget of the run: a row runs only if its estimated duration still fits.
+
+    Estimates are the longest duration measured so far for rows of the same kind, else ``GUESS`` (seconds on
+    the H100 machine, cold: Triton JIT and cuDNN heuristics included in a family's first row).
+    """
+
+    GUESS = {"eager": 25.0, "graph": 10.0, "official": 20.0, "peer": 12.0, "compile": 75.0, "compile_train": 150.0}
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.start = time.perf_counter()
+        self.seen: dict[str, float] = {}
+
+    def left(self) -> float:
+        return math.inf if self.seconds is None else self.seconds - (time.perf_counter() - self.start)
+
+    def fits(self, kind: str) -> bool:
+        return self.left() >= self.seen.get(kind, self.GUESS[kind])
+
+    def record(self, kind: str, seconds: float) -> None:
+        self.seen[kind] = max(seconds, self.seen.get(kind, 0.0))
+
+
+SKIPPED = "skipped (budget)"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
@@ -210,98 +271,147 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="*", default=list(OFFICIAL))
     parser.add_argument("--peers", nargs="*", default=PEERS)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and few iterations (smoke test)")
-    parser.add_argument("--compile", nargs="*", default=list(OFFICIAL), help="models also timed under torch.compile")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, few iterations, no compiled rows (smoke)")
+    parser.add_argument("--compile", nargs="*", default=None, help="models also timed under torch.compile")
     parser.add_argument("--compile-train", nargs="*", default=["ravlt_s"], help="...including the training step")
     parser.add_argument(
-        "--no-channels-last",
-        dest="channels_last_too",
-        action="store_false",
-        help="skip the extra channels_last row for linzoo models",
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds for the run after imports; rows that would not fit are skipped (230 on CUDA, none on CPU)",
     )
+    parser.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the resolution sweep")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    budget = Budget(args.budget if args.budget is not None or device.type != "cuda" else 230.0)
+    if args.compile is None:
+        args.compile = [] if args.quick else list(OFFICIAL)
     args.warmup, args.iters = (1, 2) if args.quick else (3, 10)
-    batch224, batch1024 = (2, 1) if args.quick else (64, 4)
-    res_hi = 256 if args.quick else 1024
-    sweep = [224, 320] if args.quick else [224, 512, 1024, 1536, 2048]
+    args.sweep_iters = (1, 2) if args.quick else (2, 5)  # batch-1 sweep points: a plot, not the headline table
+    res_lo, batch_lo = (64, 2) if args.quick else (224, 64)
+    res_hi, batch_hi = (96, 1) if args.quick else (1024, 4)
+    sweep = [64, 96] if args.quick else [224, 512, 1024, 1536, 2048]
     args.out.mkdir(parents=True, exist_ok=True)
     models = [m for m in args.models if m in timm.list_models()]
+    sizes = {"res_lo": res_lo, "batch_lo": batch_lo, "res_hi": res_hi, "batch_hi": batch_hi, "sweep": sweep}
 
     rows: list[dict] = []
     curves: dict[str, dict[int, dict]] = {}
     notes: list[str] = []
 
-    def report() -> None:  # rewritten after every model, so a run stopped by its time budget keeps its rows
-        write_report(args, rows, curves, notes, device, sweep, batch224, batch1024, res_hi)
+    def report() -> None:  # rewritten after every row, so a run stopped from outside keeps what it measured
+        write_report(args, rows, curves, notes, device, sizes, budget)
 
-    def run(
-        label: str, family: str, model: nn.Module, kind: str, compiled: nn.Module | None = None, cl: bool = False
-    ) -> None:
-        target = compiled if compiled is not None else model
-        model.to(device, memory_format=torch.channels_last if cl else torch.contiguous_format)
+    def skip(family: str, label: str, kind: str) -> None:
+        rows.append({"family": family, "impl": label, "kind": kind, **dict.fromkeys(_COLS, SKIPPED), "mem_hi": "-"})
+        print(f"{family} {label}: {SKIPPED} ({budget.left():.0f} s left)", flush=True)
+        report()
 
-        def measure(*a):
-            return _measure(*a, channels_last=cl)
-
-        row = {"family": family, "impl": label, "kind": kind}
-        row["infer224"] = measure(target, "infer", batch224, 224, device, args)["img_s"]
-        # Compiling the training step (and recompiling for a second shape) costs ~1 min per model on the GPU
-        # machine, whose time is rationed: compiled rows cover 224 only, training for --compile-train models.
-        train = compiled is None or family in args.compile_train
-        row["train224"] = measure(target, "train", batch224, 224, device, args)["img_s"] if train else "-"
-        hi = measure(target, "infer", batch1024, res_hi, device, args) if compiled is None else {"img_s": "-"}
-        row["infer1024"], row["mem1024"] = hi["img_s"], hi.get("mem", "-")
+    def run(label: str, family: str, model: nn.Module, kind: str, budget_kind: str, modes: dict[str, str]) -> None:
+        """One table row; ``modes`` maps the columns infer_lo / train_lo / infer_hi to a _measure mode."""
+        if not budget.fits(budget_kind):
+            skip(family, label, kind)
+            return
+        start = time.perf_counter()
+        model.to(device)
+        row = {"family": family, "impl": label, "kind": kind, "infer_lo": "-", "train_lo": "-", "infer_hi": "-"}
+        row["mem_hi"] = "-"
+        for col, mode in modes.items():
+            hi = col == "infer_hi"
+            res, batch = (res_hi, batch_hi) if hi else (res_lo, batch_lo)
+            result = _measure(model, mode, batch, res, device, args)
+            row[col] = result["img_s"]
+            if hi:
+                row["mem_hi"] = result["mem"]
         rows.append(row)
         print(row, flush=True)
-        if compiled is None:
-            curves[f"{family}: {label}"] = {r: measure(model, "infer", 1, r, device, args) for r in sweep}
-        model.to("cpu", memory_format=torch.contiguous_format)
+        if args.sweep and budget_kind in ("eager", "official", "peer"):
+            curve = curves.setdefault(f"{family}: {label}", {})
+            for r in sweep:
+                fits = budget.left() > 0
+                curve[r] = (
+                    _measure(model, "infer", 1, r, device, args, args.sweep_iters) if fits else {"img_s": SKIPPED}
+                )
+        model.to("cpu")
         if device.type == "cuda":
             torch.cuda.empty_cache()
+        budget.record(budget_kind, time.perf_counter() - start)
+        report()
 
+    eager_modes = {"infer_lo": "infer", "train_lo": "train", "infer_hi": "infer"}
     for name in models:
         torch.manual_seed(0)
         ours = timm.create_model(name)
-        official = build_official(name, args.official_dir)
+        try:
+            official = build_official(name, args.official_dir)
+        except Exception as err:  # a broken or missing official file must not stop the other rows
+            official = None
+            notes.append(f"{name}: official model not built ({type(err).__name__}: {str(err)[:80]})")
         if official is not None:
-            diff = parity(ours, official, torch.device("cpu"), 224 if not args.quick else 64)
-            notes.append(f"{name}: official vs linzoo max |Δlogit| = {diff:.2e} (CPU, fp32, same weights)")
+            # at 224 even in --quick: several official models accept no other size
+            checks = [("CPU, fp32, same weights", torch.device("cpu"))]
             if device.type == "cuda":  # the default CUDA path runs our Triton kernels: check it at real shapes too
-                ours.to(device), official.to(device)
-                diff = parity(ours, official, device, 224)
-                notes.append(f"{name}: same on {device.type} (linzoo's default kernels) = {diff:.2e}")
-                ours.to("cpu"), official.to("cpu")
-            print("\n".join(notes[-2:]), flush=True)
-        run("linzoo eager", name, ours, "ours")
-        if args.channels_last_too:
-            run("linzoo eager channels_last", name, ours, "ours", cl=True)
+                checks.append((f"{device.type}, fp32, linzoo's default kernels", device))
+            for where, dev in checks:
+                try:
+                    ours.to(dev), official.to(dev)
+                    notes.append(
+                        f"{name}: official vs linzoo max |Δlogit| = {parity(ours, official, dev, 224):.2e} ({where})"
+                    )
+                except Exception as err:
+                    notes.append(f"{name}: parity check failed ({where}): {type(err).__name__}: {str(err)[:80]}")
+                print(notes[-1], flush=True)
+            ours.to("cpu"), official.to("cpu")
+        run("linzoo eager", name, ours, "ours", "eager", eager_modes)
+        if device.type == "cuda":
+            run("linzoo eager + CUDA graph", name, ours, "ours", "graph", {"infer_lo": "graph", "infer_hi": "graph"})
         if official is not None:
-            run("official", name, official, "official")
-        report()
-        del official
+            run("official", name, official, "official", "official", eager_modes)
+        del official, ours
     for peer in args.peers:
-        run("timm", peer, timm.create_model(peer), "peer")
-        report()
-    # Compilation takes minutes per model: compiled rows come last so a time-boxed run keeps every other row.
+        run("timm", peer, timm.create_model(peer), "peer", "peer", eager_modes)
+    if device.type != "cuda":
+        notes.append("CUDA-graph rows need a CUDA device: not run.")
+    notes.append("CUDA graphs are used for inference only (training would need static optimizer state and capture).")
+    # Compilation takes about a minute per model and mode: compiled rows come last, each only if it still fits.
     for name in [m for m in models if m in args.compile]:
         torch.manual_seed(0)
-        ours = timm.create_model(name).to(device)
-        run("linzoo compiled", name, ours, "ours", compiled=torch.compile(ours, dynamic=False))
-        report()
+        ours = timm.create_model(name)
+        train = name in args.compile_train
+        budget_kind = "compile_train" if train else "compile"
+        label = "linzoo compiled"
+        if not budget.fits(budget_kind) and train and budget.fits("compile"):
+            train, budget_kind = False, "compile"  # the inference row alone still fits
+        dynamo_utils = importlib.import_module("torch._dynamo.utils")
+        importlib.import_module("torch._dynamo").reset()
+        dynamo_utils.counters.clear()
+        compiled = torch.compile(ours.to(device), dynamic=False)
+        modes = {"infer_lo": "infer", **({"train_lo": "train"} if train else {})}
+        run(label, name, compiled, "ours", budget_kind, modes)
+        breaks = sum(dynamo_utils.counters["graph_break"].values())
+        if rows[-1]["infer_lo"] != SKIPPED:
+            notes.append(f"{name}: torch.compile graph breaks = {breaks}")
+            report()
+        del compiled, ours
 
 
-def write_report(args, rows, curves, notes, device, sweep, batch224, batch1024, res_hi) -> None:
+_COLS = ("infer_lo", "train_lo", "infer_hi")
+
+
+def write_report(args, rows, curves, notes, device, sizes, budget: Budget) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    lo, blo, hi, bhi = sizes["res_lo"], sizes["batch_lo"], sizes["res_hi"], sizes["batch_hi"]
+    elapsed = time.perf_counter() - budget.start
+    limit = f" of a {budget.seconds:.0f} s budget" if budget.seconds is not None else ""
     lines = [
         "# Backbone throughput (img/s) and memory",
         "",
         f"Device: {name}; torch {torch.__version__}; timm {timm.__version__}; bf16 autocast"
         ". Generated by `benchmarks/models.py`"
-        f"{' --quick' if args.quick else ''}; all rows from one run.",
+        f"{' --quick' if args.quick else ''}; all rows from one run ({elapsed:.0f} s{limit} so far).",
         "",
-        f"| family | implementation | infer {224} (b{batch224}) | train {224} (b{batch224}) | "
-        f"infer {res_hi} (b{batch1024}) | peak MiB {res_hi} | × official infer/train/{res_hi} |",
+        f"| family | implementation | infer {lo} (b{blo}) | train {lo} (b{blo}) | "
+        f"infer {hi} (b{bhi}) | peak MiB {hi} | × official infer/train/{hi} |",
         "|---|---|---|---|---|---|---|",
     ]
     official = {r["family"]: r for r in rows if r["impl"] == "official"}
@@ -310,21 +420,21 @@ def write_report(args, rows, curves, notes, device, sweep, batch224, batch1024, 
         ref = official.get(r["family"])
         if ref is not None and r["impl"] != "official":
             parts = []
-            for key in ("infer224", "train224", "infer1024"):
+            for key in _COLS:
                 a, b = r[key], ref[key]
                 parts.append(f"{a / b:.2f}" if isinstance(a, float) and isinstance(b, float) else "-")
             ratio = " / ".join(parts)
         lines.append(
-            f"| {r['family']} | {r['impl']} | {fmt(r['infer224'])} | {fmt(r['train224'])} | "
-            f"{fmt(r['infer1024'])} | {fmt(r['mem1024'])} | {ratio} |"
+            f"| {r['family']} | {r['impl']} | {fmt(r['infer_lo'])} | {fmt(r['train_lo'])} | "
+            f"{fmt(r['infer_hi'])} | {fmt(r['mem_hi'])} | {ratio} |"
         )
-    lines += ["", "Parity checks before timing:", ""] + [f"- {n}" for n in notes]
+    lines += ["", "Notes and parity checks (before timing):", ""] + [f"- {n}" for n in notes]
+    sweep = sizes["sweep"]
     lines += ["", f"Resolution sweep (batch 1, inference img/s / peak MiB): {sweep}", ""]
     lines += ["| model | " + " | ".join(str(s) for s in sweep) + " |", "|---|" + "---|" * len(sweep)]
     for label, curve in curves.items():
-        lines.append(
-            f"| {label} | " + " | ".join(f"{fmt(c['img_s'])} / {fmt(c['mem'])}" for c in curve.values()) + " |"
-        )
+        cells = [f"{fmt(c['img_s'])} / {fmt(c.get('mem', '-'))}" for c in (curve.get(s, {"img_s": "-"}) for s in sweep)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     (args.out / "models.md").write_text("\n".join(lines) + "\n")
     _plot(args.out, curves, sweep)
 
@@ -341,7 +451,7 @@ def _plot(out: Path, curves: dict, sweep: list[int]) -> None:
     ):
         fig, ax = plt.subplots(figsize=(8, 5))
         for label, curve in curves.items():
-            xs = [r for r in sweep if isinstance(curve[r][key], float) and math.isfinite(curve[r][key])]
+            xs = [r for r in sweep if isinstance(curve.get(r, {}).get(key), float) and math.isfinite(curve[r][key])]
             if xs:
                 style = "-" if "linzoo" in label else ("--" if "official" in label else ":")
                 ax.plot(xs, [curve[r][key] for r in xs], style, marker="o", label=label)
@@ -350,8 +460,8 @@ def _plot(out: Path, curves: dict, sweep: list[int]) -> None:
         ax.set_xscale("log", base=2)
         if ax.lines:
             ax.set_yscale("log")
+            ax.legend(fontsize=7)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / fname, dpi=120)
         plt.close(fig)

@@ -1,16 +1,21 @@
 """Where a backbone spends its GPU time: torch.profiler's top CUDA kernels for one inference and one training step.
 
     python benchmarks/profile_model.py ravlt_s --batch 64 --res 224 --out docs/benchmarks
-Writes profile_<model>.md (the tables), the input to the next round of speed work (METHOD: floor first).
+Writes profile_<model>.md (the tables), the input to the next round of speed work (METHOD: floor first), with a
+summary line per step: CUDA kernels launched, GPU busy time (sum of kernel times) and the step's wall time
+outside the profiler; wall ≫ GPU busy means launch-bound (CUDA graphs / fewer ops help), wall ≈ GPU busy means
+the kernels themselves must get faster.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import timm
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 import linzoo.vision  # noqa: F401
@@ -50,18 +55,33 @@ def profile_one(name: str, args: argparse.Namespace, device: torch.device) -> No
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     for label, step in (("inference", infer), ("training step", train)):
         for _ in range(3):
             step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync()
+        walls = []
+        for _ in range(10):
+            start = time.perf_counter()
+            step()
+            sync()
+            walls.append(time.perf_counter() - start)
+        wall_ms = 1e3 * sorted(walls)[len(walls) // 2]
         with profile(activities=activities) as prof:
             step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            sync()
         table = prof.key_averages().table(sort_by=sort, row_limit=args.rows, max_name_column_width=70)
-        sections += [f"## {label}", "", "```", table, "```", ""]
-        print(f"{name} {label}\n{table}", flush=True)
+        kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+        busy_ms = sum(e.time_range.elapsed_us() for e in kernels) / 1e3
+        summary = (
+            f"{len(kernels)} CUDA kernels, GPU busy {busy_ms:.1f} ms, wall {wall_ms:.1f} ms per step "
+            f"(median of 10, outside the profiler) = {args.batch / wall_ms * 1e3:,.0f} img/s"
+        )
+        sections += [f"## {label}", "", summary, "", "```", table, "```", ""]
+        print(f"{name} {label}: {summary}\n{table}", flush=True)
     (args.out / f"profile_{name}.md").write_text("\n".join(sections))
 
 

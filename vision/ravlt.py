@@ -8,10 +8,16 @@ attention with 2-D RoPE; both kinds share the parameter names ``qkvo / lepe / pr
 the official one key for key (buffers included), so official checkpoints load without remapping.
 Any input size works: the stride-2 convolutions round up (``ceil(H/2)``), RoPE is computed for the actual
 grid, and stages 3–4 run through ``F.scaled_dot_product_attention`` (flash / cuDNN on GPU).
+
+Speed (same numbers as the official code up to float rounding): each stage keeps its map in ``channels_last``
+memory, so the blocks work on a free ``(B, H, W, C)`` view — LayerNorm without permute copies, 1×1 convs as GEMMs
+with the bias fused, every elementwise op on same-layout dense tensors — layer scale + residual is one ``addcmul``,
+and the RoPE tables are computed once per input size (see :mod:`linzoo.vision.layers.fused`).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,20 +29,23 @@ from timm.models._features import feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from linzoo.kernels import apply_rope, linear_attention, rope_2d
+from linzoo.kernels import linear_attention, rope_2d
 
 from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file
+from .layers.fused import conv1x1_nhwc, layer_scale_add, rope_full_tables, rotate_pairs
 
 __all__ = ["RAVLT"]
 
 _ATTN_KINDS = ("linear", "softmax")
 
 
-class ChannelsFirstLayerNorm(nn.Module):
-    """LayerNorm over C of a ``(B, C, H, W)`` map, stored as ``.norm`` to match the official keys.
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channels of a channels-last ``(B, H, W, C)`` map, stored as ``.norm`` (official keys).
 
-    (timm's ``LayerNorm2d`` computes the same but keeps its weight at the top level: ``norm1.weight``
-    instead of the official ``norm1.norm.weight``.)
+    The official ``LayerNorm2d`` permutes ``(B, C, H, W)`` to ``(B, H, W, C)``, normalises the last dim and permutes
+    back; the blocks here already hold that ``(B, H, W, C)`` view (free for a channels_last map), so the norm is one
+    ``F.layer_norm`` with no layout copy. (timm's ``LayerNorm2d`` would store ``norm1.weight``, not the official
+    ``norm1.norm.weight``.)
     """
 
     def __init__(self, dim: int, eps: float = 1e-6, **dd: Any) -> None:
@@ -44,16 +53,22 @@ class ChannelsFirstLayerNorm(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        n = self.norm
+        return F.layer_norm(x, n.normalized_shape, n.weight, n.bias, n.eps)
 
 
 class RALAttention(nn.Module):
-    """RALA (stages 1–2) or softmax attention with RoPE (stages 3–4) on a ``(B, C, H, W)`` map.
+    """RALA (stages 1–2) or softmax attention with RoPE (stages 3–4) on a channels-last ``(B, H, W, C)`` map.
 
     ``qkvo`` (1×1 conv, C→4C) gives q, k, v and the output gate o; LePE is a 5×5 depthwise conv on v.
     Output: ``proj((Attn(q, k, v) + LePE(v)) ⊙ o)``. RALA (paper Eq. 6–8):
     φ = ELU+1, α_j = softmax_j(d^-½ · mean_i φ(q_i) · φ(k_j)), k'_j = N·α_j·φ(k_j),
     out_i = R(φq_i)ᵀ (1/N Σ_j R(k'_j) v_jᵀ) / (φq_i · mean_j k'_j + 1e-6), with R the 2-D RoPE.
+
+    The 1×1 convs run as GEMMs on the ``(B, H, W, C)`` tensor (bias fused, no permute); the head split is a
+    view of the ``qkvo`` output and the attention output is added to LePE in LePE's layout, so no copy is made
+    between ``qkvo`` and ``proj`` except the one the depthwise conv needs for its strided input.
+    ``rope`` is what :meth:`RoPEAngles.tables` returns for ``kind``.
     """
 
     def __init__(self, dim: int, num_heads: int, kind: str = "linear", **dd: Any) -> None:
@@ -71,26 +86,33 @@ class RALAttention(nn.Module):
         self.proj = nn.Conv2d(dim, dim, 1, **dd)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, heads, N, d)."""
-        b, _, h, w = t.shape
-        return t.reshape(b, self.num_heads, self.head_dim, h * w).transpose(-1, -2)
+        """(B, H, W, C) -> (B, heads, N, d), a view when the channels are the innermost dim."""
+        b, h, w, _ = t.shape
+        return t.reshape(b, h * w, self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        b, c, h, w = x.shape
-        q, k, v, o = self.qkvo(x).chunk(4, dim=1)
-        lepe = self.lepe(v)
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)
+        b, h, w, c = x.shape
+        qkvo = conv1x1_nhwc(x, self.qkvo)  # (B, H, W, 4C)
+        v, o = qkvo[..., 2 * c : 3 * c], qkvo[..., 3 * c :]
+        lepe = self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, C)
         if self.kind == "linear":
-            out = linear_attention(q, k, v, feature_map="elu+1", normalizer="rala", eps=1e-6, rope=rope)
+            q, k = self._heads(qkvo[..., :c]), self._heads(qkvo[..., c : 2 * c])
+            out = linear_attention(q, k, self._heads(v), feature_map="elu+1", normalizer="rala", eps=1e-6, rope=rope)
         else:
+            # RoPE on q and k together: (B, N, 2, heads, d) view of qkvo, tables (N, d) broadcast over the rest.
+            # As in the official code the rotation runs in the tables' fp32; attention gets v's dtype.
             cos, sin = rope
-            out = F.scaled_dot_product_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)
-        out = out.transpose(-1, -2).reshape(b, c, h, w)
-        return self.proj((out + lepe) * o)
+            qk = qkvo[..., : 2 * c].reshape(b, h * w, 2, self.num_heads, self.head_dim)
+            qk = rotate_pairs(qk, cos[:, None, None], sin[:, None, None]).to(v.dtype)
+            q, k = qk.unbind(2)
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), self._heads(v))
+        # (B, heads, N, d) -> (B, N, heads, d) view, summed into LePE's layout: no reshape copy of the output.
+        out = torch.add(lepe.reshape(b, h * w, self.num_heads, self.head_dim), out.transpose(1, 2))
+        return conv1x1_nhwc(out.reshape(b, h, w, c) * o, self.proj)
 
 
 class ConvFFN(nn.Module):
-    """1×1 conv → GELU → (h + DWConv3×3(h)) → 1×1 conv, on ``(B, C, H, W)``."""
+    """1×1 conv → GELU → (h + DWConv3×3(h)) → 1×1 conv, on a channels-last ``(B, H, W, C)`` map."""
 
     def __init__(self, dim: int, hidden_dim: int, **dd: Any) -> None:
         super().__init__()
@@ -99,12 +121,17 @@ class ConvFFN(nn.Module):
         self.fc2 = nn.Conv2d(hidden_dim, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.gelu(self.fc1(x))
-        return self.fc2(x + self.dwconv(x))
+        x = F.gelu(conv1x1_nhwc(x, self.fc1)).permute(0, 3, 1, 2)  # (B, hidden, H, W), channels_last memory
+        return conv1x1_nhwc((x + self.dwconv(x)).permute(0, 2, 3, 1), self.fc2)
 
 
 class RAVLTBlock(nn.Module):
-    """``x += CPE(x); x += γ1·Attn(LN(x)); x += γ2·FFN(LN(x))`` with a 3×3 depthwise CPE (``pos``)."""
+    """``x += CPE(x); x += γ1·Attn(LN(x)); x += γ2·FFN(LN(x))`` with a 3×3 depthwise CPE (``pos``).
+
+    Takes and returns ``(B, C, H, W)``; everything after the CPE runs on the ``(B, H, W, C)`` view, which is
+    free (and every op contiguous) when the map is in ``torch.channels_last`` memory, as :class:`RAVLTStage`
+    makes it. Layer scale + stochastic depth + residual are one ``addcmul``.
+    """
 
     def __init__(
         self,
@@ -118,10 +145,10 @@ class RAVLTBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.pos = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim, **dd)
-        self.norm1 = ChannelsFirstLayerNorm(dim, eps=1e-6, **dd)
+        self.norm1 = ChannelLayerNorm(dim, eps=1e-6, **dd)
         self.attn = RALAttention(dim, num_heads, kind, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = ChannelsFirstLayerNorm(dim, eps=1e-6, **dd)
+        self.norm2 = ChannelLayerNorm(dim, eps=1e-6, **dd)
         self.ffn = ConvFFN(dim, hidden_dim, **dd)
         self.layer_scale = layer_scale_init is not None
         if self.layer_scale:
@@ -130,14 +157,24 @@ class RAVLTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x = x + self.pos(x)
-        attn = self.attn(self.norm1(x), rope)
-        x = x + self.drop_path(self.gamma_1 * attn if self.layer_scale else attn)
-        ffn = self.ffn(self.norm2(x))
-        return x + self.drop_path(self.gamma_2 * ffn if self.layer_scale else ffn)
+        t = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        g1, g2 = (self.gamma_1.view(-1), self.gamma_2.view(-1)) if self.layer_scale else (None, None)
+        # stochastic depth as timm's DropPath(drop_prob, scale_by_keep), folded into the layer-scale addcmul
+        p, keep = getattr(self.drop_path, "drop_prob", 0.0), getattr(self.drop_path, "scale_by_keep", True)
+        t = layer_scale_add(t, self.attn(self.norm1(t), rope), g1, p, self.training, keep)
+        t = layer_scale_add(t, self.ffn(self.norm2(t)), g2, p, self.training, keep)
+        return t.permute(0, 3, 1, 2)
 
 
 class RoPEAngles(nn.Module):
-    """Holds the official ``angle`` buffer (``(d/2,)``: each RoPE frequency repeated twice)."""
+    """Holds the official ``angle`` buffer (``(d/2,)``: each RoPE frequency repeated twice) and its tables.
+
+    The tables depend only on the grid, so they are computed once per ``(H, W, kind)`` and kept in a small
+    cache (not in the state dict), emptied when the module moves (``.to``/``.cuda``) or loads a state dict.
+    Tracing (``torch.compile``, ``torch.export``, FX) and CUDA-graph capture compute them inline instead.
+    """
+
+    _CACHE_SIZE = 4
 
     def __init__(self, head_dim: int, **dd: Any) -> None:
         super().__init__()
@@ -145,10 +182,51 @@ class RoPEAngles(nn.Module):
             raise ValueError(f"head_dim must be a multiple of 4 for 2-D RoPE, got {head_dim}")
         freqs = 1.0 / 10000 ** torch.linspace(0, 1, head_dim // 4, device=dd.get("device"))
         self.register_buffer("angle", freqs.repeat_interleave(2).to(dd.get("dtype") or torch.float32))
+        self._cache: OrderedDict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     def forward(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(cos, sin)`` of shape ``(H·W, d/2)`` for the grid; see :func:`linzoo.kernels.rope_2d`."""
-        return rope_2d(height, width, self.angle[0::2].float(), device=self.angle.device)
+        return self.tables(height, width, "linear")
+
+    def tables(self, height: int, width: int, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 RoPE tables for ``kind``: ``(H·W, d/2)`` per-pair ``(cos, sin)`` for ``"linear"`` (the kernel's
+        ``rope`` argument), ``(H·W, d)`` ``(cos, sin±)`` of :func:`linzoo.vision.layers.fused.rope_full_tables`
+        for ``"softmax"``."""
+        if kind not in _ATTN_KINDS:
+            raise ValueError(f"kind must be one of {_ATTN_KINDS}, got {kind!r}")
+        cacheable = (
+            isinstance(height, int)
+            and isinstance(width, int)
+            and type(self.angle) is torch.Tensor
+            and not torch.compiler.is_compiling()
+            and not (self.angle.is_cuda and torch.cuda.is_current_stream_capturing())
+        )
+        if not cacheable:
+            return self._compute(height, width, kind)
+        key = (height, width, kind)
+        hit = self._cache.get(key)
+        if hit is None:
+            # Plain tensors even inside inference_mode, so a cache filled by inference serves training too.
+            with torch.inference_mode(False), torch.no_grad():
+                hit = self._compute(height, width, kind)
+            self._cache[key] = hit
+            while len(self._cache) > self._CACHE_SIZE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return hit
+
+    def _compute(self, height: int, width: int, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = rope_2d(height, width, self.angle[0::2].float(), device=self.angle.device)
+        return rope_full_tables(cos, sin) if kind == "softmax" else (cos, sin)
+
+    def _apply(self, fn, recurse: bool = True):  # .to() / .cuda() / .half(): the cached tables are stale
+        self._cache.clear()
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._cache.clear()
+        super()._load_from_state_dict(*args, **kwargs)
 
 
 class Downsample(nn.Module):
@@ -179,6 +257,7 @@ class RAVLTStage(nn.Module):
         **dd: Any,
     ) -> None:
         super().__init__()
+        self.kind = kind
         self.RoPE = RoPEAngles(dim // num_heads, **dd)
         self.blocks = nn.ModuleList(
             RAVLTBlock(dim, num_heads, hidden_dim, kind, drop_path[i], layer_scale_init, **dd) for i in range(depth)
@@ -187,7 +266,10 @@ class RAVLTStage(nn.Module):
         self.grad_checkpointing = False
 
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        rope = self.RoPE(x.shape[2], x.shape[3])
+        # One layout for the whole stage: channels_last memory makes each block's (B, H, W, C) view contiguous
+        # (a no-op after the first stage, whose downsample conv keeps the format).
+        x = x.contiguous(memory_format=torch.channels_last)
+        rope = self.RoPE.tables(x.shape[2], x.shape[3], self.kind)
         for block in self.blocks:
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 x = checkpoint(block, x, rope, use_reentrant=False)

@@ -26,7 +26,8 @@ BN1 / BN2 into the 1x1 convolutions after them, conv_spatial's bias into conv1, 
 shortcut and γ1 into one ``addcmul``; patch embeddings fold their BatchNorm into the strided convolution. The
 folded weights are computed per call while autograd records and cached (already in the autocast dtype) for
 grad-free inference. In channels-last memory the 1x1 convolutions run as ``F.linear`` GEMMs with the bias in
-the epilogue (:mod:`linzoo.vision.layers.fused_ops`). Training mode runs the modules as written.
+the epilogue (:mod:`linzoo.vision.layers.folding`, :func:`~linzoo.vision.layers.fused.conv1x1`). Training
+mode runs the modules as written.
 """
 
 from __future__ import annotations
@@ -43,15 +44,15 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file
-from .layers.fused_ops import (
+from .layers.folding import (
     DerivedTensorCache,
     at_least_fp32,
     bn_scale_shift,
     bn_uses_running_stats,
-    conv1x1,
     fold_bn_after_conv,
     fold_bn_before_conv,
 )
+from .layers.fused import conv1x1
 
 __all__ = ["VAN", "checkpoint_filter_fn"]
 

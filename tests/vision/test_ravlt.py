@@ -9,7 +9,8 @@ import timm
 import torch
 
 import linzoo.vision  # noqa: F401
-from linzoo.vision.ravlt import RAVLT, RALAttention, checkpoint_filter_fn
+from linzoo.vision.layers.fused import rotate_pairs
+from linzoo.vision.ravlt import RAVLT, RALAttention, RAVLTBlock, RoPEAngles, checkpoint_filter_fn
 
 from ..conftest import GOLDEN
 
@@ -60,16 +61,14 @@ def test_attention_matches_direct_formula(kind):
     torch.manual_seed(0)
     dim, heads, h, w = 32, 2, 5, 7
     attn = RALAttention(dim, heads, kind).eval()
-    from linzoo.vision.ravlt import RoPEAngles
-
     ropes = RoPEAngles(dim // heads)
     x = torch.randn(2, dim, h, w)
     with torch.no_grad():
-        out = attn(x, ropes(h, w))
+        out = attn(x.permute(0, 2, 3, 1), ropes.tables(h, w, kind)).permute(0, 3, 1, 2)
         q, k, v, o = attn.qkvo(x).chunk(4, dim=1)
         lepe = attn.lepe(v)
-        q, k, v = (attn._heads(t) for t in (q, k, v))
         n, d = h * w, dim // heads
+        q, k, v = (t.reshape(2, heads, d, n).transpose(-1, -2) for t in (q, k, v))
         if kind == "linear":
             fq, fk = torch.nn.functional.elu(q) + 1, torch.nn.functional.elu(k) + 1
             alpha = torch.softmax(d**-0.5 * (fq.mean(2, keepdim=True) @ fk.transpose(-1, -2)), -1).transpose(-1, -2)
@@ -83,6 +82,79 @@ def test_attention_matches_direct_formula(kind):
         ref = ref.transpose(-1, -2).reshape(2, dim, h, w)
         ref = attn.proj((ref + lepe) * o)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_rope_tables_match_official_and_are_cached():
+    ropes = RoPEAngles(16)
+    x = torch.randn(1, 1, 6 * 5, 16)
+    cos, sin = ropes.tables(6, 5, "softmax")
+    torch.testing.assert_close(rotate_pairs(x, cos, sin), _official_rope(x, 6, 5, ropes.angle), rtol=0, atol=1e-6)
+    assert ropes.tables(6, 5, "softmax")[0] is cos  # cached
+    assert ropes.tables(6, 5, "linear")[0].shape == (30, 8)
+    ropes.load_state_dict(ropes.state_dict())
+    assert ropes.tables(6, 5, "softmax")[0] is not cos  # emptied by load_state_dict
+    cos = ropes.tables(6, 5, "softmax")[0]
+    ropes.to(torch.float64).float()
+    assert ropes.tables(6, 5, "softmax")[0] is not cos  # emptied by .to()
+    for size in range(2, 2 + 2 * RoPEAngles._CACHE_SIZE):
+        ropes.tables(size, size, "linear")
+    assert len(ropes._cache) == RoPEAngles._CACHE_SIZE
+    assert "_cache" not in str(ropes.state_dict().keys())
+    with pytest.raises(ValueError, match="kind"):
+        ropes.tables(6, 5, "window")
+
+
+def test_tables_cached_in_inference_mode_serve_training():
+    """A cache filled under inference_mode must not hand inference tensors to autograd afterwards."""
+    torch.manual_seed(0)
+    model = RAVLT(embed_dims=(16, 32), depths=(1, 1), num_heads=(1, 2), attn_kinds=("linear", "softmax"))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        model.eval()(x)
+    model.train()(x).sum().backward()
+    assert model.layers[0].blocks[0].attn.qkvo.weight.grad is not None
+
+
+@pytest.mark.parametrize("kind", ["linear", "softmax"])
+def test_block_matches_official_form_in_any_layout_with_drop_path(kind):
+    """The fused block equals the official formula (permute-LayerNorm, conv 1x1, x + DropPath(γ·f)) in train mode
+    with stochastic depth (same RNG draws), for contiguous and channels_last inputs, values and gradients."""
+    from timm.layers import DropPath
+
+    torch.manual_seed(0)
+    dim, heads, h, w = 16, 2, 6, 5
+    block = RAVLTBlock(dim, heads, 40, kind, drop_path=0.5, layer_scale_init=0.5).train()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    rope = RoPEAngles(dim // heads)
+
+    def ln(norm, t):
+        return norm.norm(t.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def official(x):
+        drop = DropPath(0.5)
+        x = x + block.pos(x)
+        a = block.attn(ln(block.norm1, x).permute(0, 2, 3, 1), rope.tables(h, w, kind)).permute(0, 3, 1, 2)
+        x = x + drop(block.gamma_1 * a)
+        f = block.ffn.fc1(ln(block.norm2, x))
+        f = torch.nn.functional.gelu(f)
+        f = block.ffn.fc2(block.ffn.dwconv(f) + f)
+        return x + drop(block.gamma_2 * f)
+
+    x0 = torch.randn(8, dim, h, w)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = x0.clone().contiguous(memory_format=fmt).requires_grad_()
+        xr = x0.clone().requires_grad_()
+        torch.manual_seed(1)
+        out = block(x, rope.tables(h, w, kind))
+        torch.manual_seed(1)
+        ref = official(xr)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        assert out.shape == ref.shape
+        (out * ref.detach()).sum().backward()
+        (ref * ref.detach()).sum().backward()
+        torch.testing.assert_close(x.grad, xr.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_features_only_at_224_and_640x480():
@@ -136,13 +208,13 @@ def test_pretrained_without_network_says_how_to_pass_a_file(monkeypatch):
 def test_attention_compiles_without_graph_breaks(kind):
     """fullgraph=True fails on any graph break; the whole model is compiled in the GPU tests."""
     torch.manual_seed(0)
-    from linzoo.vision.ravlt import RoPEAngles
-
     attn, ropes = RALAttention(32, 2, kind).eval(), RoPEAngles(16)
-    x = torch.randn(1, 32, 6, 5)
-    compiled = torch.compile(lambda t: attn(t, ropes(6, 5)), fullgraph=True)
+    x = torch.randn(1, 6, 5, 32)
+    compiled = torch.compile(lambda t: attn(t, ropes.tables(6, 5, kind)), fullgraph=True)
     with torch.no_grad():
-        torch.testing.assert_close(compiled(x), attn(x, ropes(6, 5)), rtol=1e-4, atol=1e-4)
+        got = compiled(x)
+        assert not ropes._cache  # traced code computes the tables inline, it does not fill the eager cache
+        torch.testing.assert_close(got, attn(x, ropes.tables(6, 5, kind)), rtol=1e-4, atol=1e-4)
 
 
 def test_meta_device_and_export():

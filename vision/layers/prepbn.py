@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .fused_ops import DerivedTensorCache, at_least_fp32, bn_uses_running_stats
+from .folding import DerivedTensorCache, at_least_fp32, bn_uses_running_stats
 
 __all__ = [
     "ChannelAffine",
@@ -49,7 +49,7 @@ class RepBN(nn.Module):
     ``(B·N, C)`` rows (the same per-channel statistics over batch and tokens, the same running-statistics
     update), so no transpose copies are made, and ``BN(x) + α·x`` is one ``addcmul``. In eval (running
     statistics) the whole map is the per-channel affine ``a ⊙ x + b`` (:meth:`affine`): one ``addcmul`` pass
-    over the tokens, with ``(a, b)`` kept between grad-free calls (:class:`~linzoo.vision.layers.fused_ops.
+    over the tokens, with ``(a, b)`` kept between grad-free calls (:class:`~linzoo.vision.layers.folding.
     DerivedTensorCache`).
     """
 

@@ -1,4 +1,4 @@
-"""Small eager-mode fusions shared by the convolutional families (VAN first).
+"""BatchNorm folding and caching of parameter-derived tensors for eager inference (VAN, RepBN).
 
 Everything here computes exactly the function of the unfused modules (up to floating-point rounding); the
 modules and their state dicts stay as they are, the fusions only change which kernels run:
@@ -8,9 +8,6 @@ modules and their state dicts stay as they are, the fusions only change which ke
   convolution that reads its output (``W' = W·diag(s)``, ``b' = b + W t``) or into any convolution that
   writes its input (``W' = diag(s)·W``, ``b' = s ⊙ b + t``). One BatchNorm kernel (a full read and write of
   the map) less per fold.
-- :func:`conv1x1`: a 1×1 convolution of a channels-last map runs as ``F.linear`` on the copy-free
-  ``(B, H, W, C)`` view, a GEMM whose epilogue adds the bias. (PyTorch's cuDNN convolution path adds the bias
-  in a separate elementwise kernel: one more full read and write of the output.)
 - :class:`DerivedTensorCache`: keeps tensors derived from parameters (folded weights, weights already cast to
   the autocast dtype) between grad-free inference calls, so the folding costs no kernel launches per call.
 """
@@ -21,7 +18,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
@@ -29,7 +25,6 @@ __all__ = [
     "at_least_fp32",
     "bn_scale_shift",
     "bn_uses_running_stats",
-    "conv1x1",
     "fold_bn_after_conv",
     "fold_bn_before_conv",
 ]
@@ -83,18 +78,6 @@ def fold_bn_after_conv(
     """``s ⊙ Conv(x) + t = Conv'(x)`` for any convolution: ``W' = diag(s)·W``, ``b' = s ⊙ b + t`` (``(C_out,)``)."""
     w = weight * scale.view(-1, *([1] * (weight.dim() - 1)))
     return w, shift if bias is None else torch.addcmul(shift, scale, bias)
-
-
-def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """1×1 convolution of ``(B, C_in, H, W)`` with ``weight`` ``(C_out, C_in, 1, 1)`` -> ``(B, C_out, H, W)``.
-
-    A channels-last ``x`` (not also NCHW-contiguous) goes through ``F.linear`` on its ``(B, H, W, C)`` view: one
-    GEMM with the bias in its epilogue, and the result is again channels-last memory. Anything else goes
-    through ``F.conv2d``. The two compute the same sum; only the kernels differ.
-    """
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
-    return F.conv2d(x, weight, bias)
 
 
 def _autocast_dtype(device_type: str) -> torch.dtype | None:

@@ -1,4 +1,4 @@
-"""linzoo.vision.layers.fused_ops: the folds and the 1x1 GEMM path compute what the modules compute."""
+"""linzoo.vision.layers.folding (and fused.conv1x1): the folds and the 1x1 GEMM path compute what the modules do."""
 
 from __future__ import annotations
 
@@ -9,13 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linzoo.vision.layers.fused_ops import (
-    DerivedTensorCache,
-    bn_scale_shift,
-    conv1x1,
-    fold_bn_after_conv,
-    fold_bn_before_conv,
-)
+from linzoo.vision.layers.folding import DerivedTensorCache, bn_scale_shift, fold_bn_after_conv, fold_bn_before_conv
+from linzoo.vision.layers.fused import conv1x1
 
 
 def _bn(c: int) -> nn.BatchNorm2d:
