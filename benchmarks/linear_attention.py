@@ -460,6 +460,7 @@ def main() -> None:
     parser.add_argument("--tune-budget", type=float, default=150.0, help="seconds for the config search")
     parser.add_argument("--tune-only", action="store_true", help="stop after the search")
     parser.add_argument("--breakdown", action="store_true", help="per-kernel GPU times (torch.profiler) first")
+    parser.add_argument("--breakdown-only", action="store_true", help="stop after the breakdown")
     parser.add_argument("--render", type=Path, default=None, help="re-render md/png from a results JSON")
     parser.add_argument("--no-docs", action="store_true", help="do not write into docs/benchmarks")
     args = parser.parse_args()
@@ -490,8 +491,10 @@ def main() -> None:
         quick=args.quick,
     )
     results = dict(env=env, rows=[], sweep=[], tuning=None)
-    if args.breakdown:
+    if args.breakdown or args.breakdown_only:
         results["breakdown"] = breakdown(compiled_ref, bw, args.out)
+        if args.breakdown_only:
+            return
     if args.tune:
         results["tuning"] = tune(compiled_ref, args.tune_budget, args.out)
         if args.tune_only:

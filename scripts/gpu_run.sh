@@ -6,8 +6,8 @@
 #   scripts/fetch_device_wheels.sh            # once: wheels the device lacks (diffusers, omegaconf, ...)
 #   run(command="bash scripts/gpu_run.sh [--quick] [STEP...]", carry=[".whl", ".official"], timeout_s=600)
 # Then unpack: tar -xzf <files_at>/results.tgz -C docs/benchmarks/
-# STEPs (default: all): tests kernels models profile lit linfusion
-# Budgets and options by environment: TESTS_BUDGET, TESTS_PATHS (e.g. tests/kernels), LA_BUDGET, LA_ARGS,
+# STEPs (default: all): tests kernels (= la na) models profile lit linfusion
+# Budgets and options by environment: TESTS_BUDGET, TESTS_PATHS (e.g. tests/kernels), TESTS_ARGS (e.g. -n 6), LA_BUDGET, LA_ARGS,
 # NA_BUDGET, NA_ARGS (e.g. --budget 200), MODELS_BUDGET, PROFILE_BUDGET, LIT_BUDGET, LINFUSION_BUDGET.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -45,18 +45,24 @@ run_step() {  # name, seconds, command...: a step over its budget is stopped so 
   tar -czf "$OUT/results.tgz" -C results .  # after every step: a call cut off by its own limit keeps them
 }
 
+run_la() {  # LA_ARGS="--tune --tune-budget 120": search launch configs first (results/la_tuning.json)
+  run_step bench_linear_attention "${LA_BUDGET:-300}" "$PY" benchmarks/linear_attention.py --out results $QUICK \
+    ${LA_ARGS:-}
+}
+run_na() {  # NA_ARGS="--resume results/na_r1/neighborhood_attention.json --time-limit 190": finish a cut table
+  run_step bench_neighborhood_attention "${NA_BUDGET:-200}" "$PY" benchmarks/neighborhood_attention.py --out results \
+    $QUICK ${NA_ARGS:-}
+}
+
 for step in "${STEPS[@]}"; do
   case "$step" in
     tests) LINZOO_PRINT_FAILURES=1 run_step pytest_gpu "${TESTS_BUDGET:-150}" "$PY" -m pytest -m gpu -v -rf \
-      -p no:cacheprovider --timeout 90 \
-      ${TESTS_PATHS:-} ;;
-    kernels)
-      # LA_ARGS="--tune --tune-budget 120": search launch configs first (results/la_tuning.json), then the table
-      run_step bench_linear_attention "${LA_BUDGET:-300}" "$PY" benchmarks/linear_attention.py --out results $QUICK \
-        ${LA_ARGS:-}
-      run_step bench_neighborhood_attention "${NA_BUDGET:-200}" "$PY" benchmarks/neighborhood_attention.py --out results $QUICK \
-        ${NA_ARGS:-} ;;
-    models) run_step bench_models "${MODELS_BUDGET:-260}" "$PY" benchmarks/models.py --out results --official-dir .official $QUICK ;;
+      -p no:cacheprovider --timeout 90 ${TESTS_ARGS:-} ${TESTS_PATHS:-} ;;
+    la) run_la ;;
+    na) run_na ;;
+    kernels) run_la; run_na ;;
+    models) run_step bench_models "${MODELS_BUDGET:-260}" "$PY" benchmarks/models.py --out results --official-dir .official \
+      --budget $(( ${MODELS_BUDGET:-260} - 40 )) $QUICK ;;
     profile) run_step profile "${PROFILE_BUDGET:-60}" "$PY" benchmarks/profile_model.py ravlt_s van_b2 --out results ;;
     lit) run_step bench_lit "${LIT_BUDGET:-100}" "$PY" benchmarks/lit.py --out results $QUICK ;;
     linfusion) run_step bench_linfusion "${LINFUSION_BUDGET:-160}" "$PY" benchmarks/linfusion.py --out results $QUICK ;;
