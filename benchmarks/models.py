@@ -92,6 +92,12 @@ def _slab_swin_t() -> nn.Module:
 
 
 PEERS = ["swin_tiny_patch4_window7_224", "deit_small_patch16_224", "efficientvit_b2", "convnext_tiny"]
+# timm peers fixed to 224 px run the 1024 px column and the sweep as timm's any-size variant (same weights);
+# the 224 columns keep the fixed-size model.
+ANY_SIZE_KWARGS = {
+    "swin_tiny_patch4_window7_224": {"dynamic_img_size": True},
+    "deit_small_patch16_224": {"dynamic_img_size": True},
+}
 
 
 @contextlib.contextmanager
@@ -307,8 +313,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{family} {label}: {SKIPPED} ({budget.left():.0f} s left)", flush=True)
         report()
 
-    def run(label: str, family: str, model: nn.Module, kind: str, budget_kind: str, modes: dict[str, str]) -> None:
-        """One table row; ``modes`` maps the columns infer_lo / train_lo / infer_hi to a _measure mode."""
+    def run(
+        label: str,
+        family: str,
+        model: nn.Module,
+        kind: str,
+        budget_kind: str,
+        modes: dict[str, str],
+        hi_model: nn.Module | None = None,
+    ) -> None:
+        """One table row; ``modes`` maps the columns infer_lo / train_lo / infer_hi to a _measure mode.
+
+        ``hi_model`` (same weights) runs the high-resolution column and the sweep instead of ``model``."""
         if not budget.fits(budget_kind):
             skip(family, label, kind)
             return
@@ -319,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
         for col, mode in modes.items():
             hi = col == "infer_hi"
             res, batch = (res_hi, batch_hi) if hi else (res_lo, batch_lo)
+            if hi and hi_model is not None:
+                model.to("cpu")
+                model = hi_model.to(device)
             result = _measure(model, mode, batch, res, device, args)
             row[col] = result["img_s"]
             if hi:
@@ -369,7 +388,13 @@ def main(argv: list[str] | None = None) -> None:
             run("official", name, official, "official", "official", eager_modes)
         del official, ours
     for peer in args.peers:
-        run("timm", peer, timm.create_model(peer), "peer", "peer", eager_modes)
+        model = timm.create_model(peer)
+        hi_model = None
+        if peer in ANY_SIZE_KWARGS:
+            hi_model = timm.create_model(peer, **ANY_SIZE_KWARGS[peer])
+            hi_model.load_state_dict(model.state_dict())
+            notes.append(f"{peer}: the 1024 px column and the sweep use timm's {ANY_SIZE_KWARGS[peer]} variant.")
+        run("timm", peer, model, "peer", "peer", eager_modes, hi_model=hi_model)
     if device.type != "cuda":
         notes.append("CUDA-graph rows need a CUDA device: not run.")
     notes.append("CUDA graphs are used for inference only (training would need static optimizer state and capture).")
