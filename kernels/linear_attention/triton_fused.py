@@ -11,6 +11,8 @@ interpreter, which Triton switches on only when ``TRITON_INTERPRET=1`` is set be
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Optional
 
 import torch
@@ -39,6 +41,7 @@ def _pow2(x: int) -> int:
 
 
 _SM_COUNT: dict[int, int] = {}
+_ALIGN_HINTS = os.environ.get("LINZOO_LA_ALIGN_HINTS", "1") != "0"
 _PLANS: dict[tuple, dict] = {}
 
 
@@ -74,6 +77,21 @@ def _make_plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
     chunk = max(align, chunk)
     c = max(1, cdiv(N, chunk))
     return dict(B=B, H=H, N=N, DK=DK, DV=DV, DKP=dkp, BDV=bdv, NUM_DVT=num_dvt, BH=bh, C=c, CHUNK=chunk)
+
+
+def _row_align(*tensors: torch.Tensor) -> int:
+    """The largest of 8, 4, 2, 1 dividing every batch, head and row stride of ``tensors`` (in elements).
+
+    Passed to the kernels as ``RV``: a true divisibility hint lets Triton vectorise rows whose stride it cannot
+    see is aligned (e.g. 40 channels). ``LINZOO_LA_ALIGN_HINTS=0`` turns the hint off.
+    """
+    if not _ALIGN_HINTS:
+        return 1
+    g = 8
+    for t in tensors:
+        for stride in t.stride()[:-1]:
+            g = math.gcd(g, stride)
+    return g
 
 
 def _precision(dtype: torch.dtype) -> tuple[bool, bool, str]:
@@ -135,11 +153,14 @@ def compute_state(
     common = dict(DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"], NORM=norm, ROPE=has_rope)
     if norm == 4:
         cfg = kern.launch_config("qsum", p["DKP"], p["BDV"])
-        kern._qsum_kernel[(C, BH)](q, *q.stride(), qp, N, H, DK, C, p["CHUNK"], FMAP=fmap, DKP=p["DKP"], **cfg)
+        kern._qsum_kernel[(C, BH)](
+            q, *q.stride(), qp, N, H, DK, C, p["CHUNK"], FMAP=fmap, DKP=p["DKP"], RV=_row_align(q), **cfg
+        )
     kern._state_kernel[(C, BH, p["NUM_DVT"])](
         k, *k.stride(), v, *v.stride(), *rope, qp, sp, zp, vp, mp,
         N, H, DK, DV, C, p["CHUNK"], float(scale),
-        FMAP=fmap, LOW=low, PREC=prec, **common, **kern.launch_config("state", p["DKP"], p["BDV"]),
+        FMAP=fmap, LOW=low, PREC=prec, RV=_row_align(k, v), **common,
+        **kern.launch_config("state", p["DKP"], p["BDV"]),
     )  # fmt: skip
     kern._state_reduce_kernel[(BH, p["NUM_DVT"])](
         qp, sp, zp, vp, mp, S, Z, aux, N, DK, DV, C, float(scale), NORM=norm, DKP=p["DKP"], BDV=p["BDV"]
@@ -176,7 +197,8 @@ def forward_with_state(
         q, *q.stride(), o, *o.stride(), *rope, S, Z, aux, temp,
         N, H, DK, DV, p["CHUNK"], float(eps), float(clamp_min),
         FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=temperature is not None, PREC=prec, LOWS=lows,
-        DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"], **kern.launch_config("out", p["DKP"], p["BDV"]),
+        DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"], RV=_row_align(q, o),
+        **kern.launch_config("out", p["DKP"], p["BDV"]),
     )  # fmt: skip
     return o, S, Z, aux
 
@@ -245,7 +267,7 @@ def backward(
     flags = dict(FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=has_temp, LOW=low, LOWS=lows, PREC=prec, **dims)
     qargs = (q, *q.stride(), grad_out, *grad_out.stride(), dq, *dq.stride(), *rope, S, Z, temp, dsp, dzp, gp, dtp)
     sizes = (N, H, DK, DV, C, p["CHUNK"], float(eps), float(clamp_min))
-    qcfg = kern.launch_config("bwd_q", p["DKP"], p["BDV"])
+    qcfg = dict(kern.launch_config("bwd_q", p["DKP"], p["BDV"]), RV=_row_align(q, grad_out, dq))
     if p["NUM_DVT"] == 1:
         kern._bwd_q_kernel[(C, BH, 1)](*qargs, *sizes, T_LOOP=1, DO_DQ=True, DO_DS=True, **flags, **qcfg)
     else:  # dq needs every dv tile, dS one tile per program: two launches
@@ -265,13 +287,13 @@ def backward(
     kern._bwd_kv_kernel[(C, BH)](
         k, *k.stride(), v, *v.stride(), dk, *dk.stride(), dv, *dv.stride(), *rope,
         dse, zv, cv, cr, aux, dqbp, N, H, DK, DV, C, p["CHUNK"], float(scale),
-        FMAP=fmap, NORM=norm, ROPE=has_rope, PREC=prec, LOWS=lows, **dims,
+        FMAP=fmap, NORM=norm, ROPE=has_rope, PREC=prec, LOWS=lows, RV=_row_align(k, v, dk, dv), **dims,
         **kern.launch_config("bwd_kv", p["DKP"], p["BDV"]),
     )  # fmt: skip
     if norm == 4:
         kern._bwd_dq_fix_kernel[(C, BH)](
             q, *q.stride(), dq, *dq.stride(), dqbp, N, H, DK, C, p["CHUNK"],
-            FMAP=fmap, DKP=p["DKP"], **kern.launch_config("qsum", p["DKP"], p["BDV"]),
+            FMAP=fmap, DKP=p["DKP"], RV=_row_align(q, dq), **kern.launch_config("qsum", p["DKP"], p["BDV"]),
         )  # fmt: skip
     if has_temp:
         dtemp = dt.view(B, H).sum(0).reshape(temperature.shape).to(temperature.dtype)

@@ -1,6 +1,8 @@
 """Triton kernels of non-causal linear attention (device code; the host side is :mod:`.triton_fused`).
 
-One family of kernels covers every feature map × normaliser through ``tl.constexpr`` flags:
+One family of kernels covers every feature map × normaliser through ``tl.constexpr`` flags. The head dims
+DK and DV are compile-time constants too (one compile per head dim), so the compiler sees that the column
+masks of non-power-of-two dims (40, 80, 96, 160) are constant over aligned groups and vectorises the loads.
 
 ``FMAP``: 0 identity, 1 relu, 2 elu+1.  ``NORM``: 0 standard, 1 none, 2 clamp, 3 injective, 4 rala.
 
@@ -101,17 +103,35 @@ def _feat_grad(dfx, x, FMAP: tl.constexpr):
 
 
 @triton.jit
-def _load_rows(ptr, rows, cols, stride_n, stride_d, N, D):
-    """A (rows, cols) tile of a (N, D) matrix as fp32, zero outside."""
-    mask = (rows[:, None] < N) & (cols[None, :] < D)
-    offs = rows[:, None].to(tl.int64) * stride_n + cols[None, :].to(tl.int64) * stride_d
-    return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+def _base(ptr, b, h, s_b, s_h, RV: tl.constexpr):
+    """``ptr + b·s_b + h·s_h``: the (batch, head) slice. RV (host-checked) divides both strides, which lets
+    the compiler prove aligned, vectorisable rows even where it cannot see it in the strides (dk = 40)."""
+    off = b * s_b + h * s_h
+    if RV > 1:
+        off = tl.multiple_of(off, RV)
+    return ptr + off
 
 
 @triton.jit
-def _load_feat(ptr, rows, cols, stride_n, stride_d, N, D, FMAP: tl.constexpr):
+def _offs(rows, cols, stride_n, stride_d, RV: tl.constexpr):
+    """Element offsets of a (rows, cols) tile; RV divides the row stride (see :func:`_base`)."""
+    roff = rows[:, None].to(tl.int64) * stride_n
+    if RV > 1:
+        roff = tl.multiple_of(roff, [RV, 1])
+    return roff + cols[None, :].to(tl.int64) * stride_d
+
+
+@triton.jit
+def _load_rows(ptr, rows, cols, stride_n, stride_d, N, D, RV: tl.constexpr):
+    """A (rows, cols) tile of a (N, D) matrix as fp32, zero outside."""
+    mask = (rows[:, None] < N) & (cols[None, :] < D)
+    return tl.load(ptr + _offs(rows, cols, stride_n, stride_d, RV), mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _load_feat(ptr, rows, cols, stride_n, stride_d, N, D, FMAP: tl.constexpr, RV: tl.constexpr):
     """(x, φ(x)) for a tile, φ(x) zeroed outside the (N, D) matrix (elu+1 would give 1 there)."""
-    x = _load_rows(ptr, rows, cols, stride_n, stride_d, N, D)
+    x = _load_rows(ptr, rows, cols, stride_n, stride_d, N, D, RV)
     mask = (rows[:, None] < N) & (cols[None, :] < D)
     return x, tl.where(mask, _feat(x, FMAP), 0.0)
 
@@ -164,21 +184,21 @@ def _load_mat(ptr, rows, cols, R, Cn):
 @triton.jit
 def _qsum_kernel(
     Q, s_qb, s_qh, s_qn, s_qd, QP,
-    N, H, DK, C, CHUNK,
-    FMAP: tl.constexpr, DKP: tl.constexpr, BLOCK_N: tl.constexpr,
+    N, H, DK: tl.constexpr, C, CHUNK,
+    FMAP: tl.constexpr, DKP: tl.constexpr, BLOCK_N: tl.constexpr, RV: tl.constexpr,
 ):  # fmt: skip
     """RALA: per-chunk partial sums of φ(q) over N -> QP (BH, C, DK)."""
     c = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
-    qb = Q + b * s_qb + h * s_qh
+    qb = _base(Q, b, h, s_qb, s_qh, RV)
     cols = tl.arange(0, DKP)
     acc = tl.zeros((DKP,), tl.float32)
     start_row = c * CHUNK
     end_row = tl.minimum(start_row + CHUNK, N)
     for start in range(start_row, end_row, BLOCK_N):
         rows = start + tl.arange(0, BLOCK_N)
-        _, fq = _load_feat(qb, rows, cols, s_qn, s_qd, N, DK, FMAP)
+        _, fq = _load_feat(qb, rows, cols, s_qn, s_qd, N, DK, FMAP, RV)
         acc += tl.sum(fq, 0)
     tl.store(QP + (bh * C + c) * DK + cols, acc, mask=cols < DK)
 
@@ -189,9 +209,9 @@ def _state_kernel(
     V, s_vb, s_vh, s_vn, s_vd,
     COS, s_cn, s_cd, SIN, s_sn, s_sd,
     QP, SP, ZP, VP, MP,
-    N, H, DK, DV, C, CHUNK, scale,
+    N, H, DK: tl.constexpr, DV: tl.constexpr, C, CHUNK, scale,
     FMAP: tl.constexpr, NORM: tl.constexpr, ROPE: tl.constexpr, LOW: tl.constexpr, PREC: tl.constexpr,
-    DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr, BLOCK_N: tl.constexpr,
+    DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr, BLOCK_N: tl.constexpr, RV: tl.constexpr,
 ):  # fmt: skip
     """Pass 1: per-chunk partial states.
 
@@ -203,8 +223,8 @@ def _state_kernel(
     bh = tl.program_id(1).to(tl.int64)
     t = tl.program_id(2)
     b, h = bh // H, bh % H
-    kb = K + b * s_kb + h * s_kh
-    vb = V + b * s_vb + h * s_vh
+    kb = _base(K, b, h, s_kb, s_kh, RV)
+    vb = _base(V, b, h, s_vb, s_vh, RV)
     ck = tl.arange(0, DKP)
     cv = t * BDV + tl.arange(0, BDV)
     if NORM == 4:
@@ -221,8 +241,8 @@ def _state_kernel(
     end_row = tl.minimum(start_row + CHUNK, N)
     for start in range(start_row, end_row, BLOCK_N):
         rows = start + tl.arange(0, BLOCK_N)
-        _, fk = _load_feat(kb, rows, ck, s_kn, s_kd, N, DK, FMAP)
-        v = _load_rows(vb, rows, cv, s_vn, s_vd, N, DV)
+        _, fk = _load_feat(kb, rows, ck, s_kn, s_kd, N, DK, FMAP, RV)
+        v = _load_rows(vb, rows, cv, s_vn, s_vd, N, DV, RV)
         if ROPE:
             rc, rs = _rope_tables(COS, SIN, rows, s_cn, s_cd, s_sn, s_sd, N, DK, DKP)
             rk = _rope(fk, rc, rs, BLOCK_N, DKP, False)
@@ -258,7 +278,7 @@ def _state_kernel(
 @triton.jit
 def _state_reduce_kernel(
     QP, SP, ZP, VP, MP, S, Z, AUX,
-    N, DK, DV, C, scale,
+    N, DK: tl.constexpr, DV: tl.constexpr, C, scale,
     NORM: tl.constexpr, DKP: tl.constexpr, BDV: tl.constexpr,
 ):  # fmt: skip
     """Combine the C chunk partials into the state used by the output pass.
@@ -328,17 +348,18 @@ def _out_kernel(
     OUT, s_ob, s_oh, s_on, s_od,
     COS, s_cn, s_cd, SIN, s_sn, s_sd,
     S, Z, AUX, TEMP,
-    N, H, DK, DV, CHUNK, eps, clamp_min,
+    N, H, DK: tl.constexpr, DV: tl.constexpr, CHUNK, eps, clamp_min,
     FMAP: tl.constexpr, NORM: tl.constexpr, ROPE: tl.constexpr, HAS_TEMP: tl.constexpr, PREC: tl.constexpr,
     LOWS: tl.constexpr, DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr, BLOCK_N: tl.constexpr,
+    RV: tl.constexpr,
 ):  # fmt: skip
     """Pass 2: o_i = τ R(φq_i)·S / D_i (D_i from φq_i·z and the normaliser), or φq_i·W + v̄ (injective)."""
     c = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     t = tl.program_id(2)
     b, h = bh // H, bh % H
-    qb = Q + b * s_qb + h * s_qh
-    ob = OUT + b * s_ob + h * s_oh
+    qb = _base(Q, b, h, s_qb, s_qh, RV)
+    ob = _base(OUT, b, h, s_ob, s_oh, RV)
     ck = tl.arange(0, DKP)
     cv = t * BDV + tl.arange(0, BDV)
     st = _load_mat(S + bh * DK * DV, ck, cv, DK, DV)
@@ -353,7 +374,7 @@ def _out_kernel(
     for start in range(start_row, end_row, BLOCK_N):
         rows = start + tl.arange(0, BLOCK_N)
         rmask = rows < N
-        _, fq = _load_feat(qb, rows, ck, s_qn, s_qd, N, DK, FMAP)
+        _, fq = _load_feat(qb, rows, ck, s_qn, s_qd, N, DK, FMAP, RV)
         if ROPE:
             rc, rs = _rope_tables(COS, SIN, rows, s_cn, s_cd, s_sn, s_sd, N, DK, DKP)
             rq = _rope(fq, rc, rs, BLOCK_N, DKP, False)
@@ -372,7 +393,7 @@ def _out_kernel(
                 d = den + eps
             d = tl.where(rmask, d, 1.0)
             o = u * (tau / d)[:, None]
-        offs = rows[:, None].to(tl.int64) * s_on + cv[None, :].to(tl.int64) * s_od
+        offs = _offs(rows, cv, s_on, s_od, RV)
         tl.store(ob + offs, o.to(OUT.dtype.element_ty), mask=rmask[:, None] & (cv[None, :] < DV))
 
 
@@ -386,15 +407,16 @@ def _bwd_q_kernel(
     DQ, s_dqb, s_dqh, s_dqn, s_dqd,
     COS, s_cn, s_cd, SIN, s_sn, s_sd,
     S, Z, TEMP, DSP, DZP, GP, DTP,
-    N, H, DK, DV, C, CHUNK, eps, clamp_min,
+    N, H, DK: tl.constexpr, DV: tl.constexpr, C, CHUNK, eps, clamp_min,
     FMAP: tl.constexpr, NORM: tl.constexpr, ROPE: tl.constexpr, HAS_TEMP: tl.constexpr, LOW: tl.constexpr,
     PREC: tl.constexpr, LOWS: tl.constexpr, DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr,
     T_LOOP: tl.constexpr,
-    DO_DQ: tl.constexpr, DO_DS: tl.constexpr, BLOCK_N: tl.constexpr,
+    DO_DQ: tl.constexpr, DO_DS: tl.constexpr, BLOCK_N: tl.constexpr, RV: tl.constexpr,
 ):  # fmt: skip
     """Backward pass over (q, dO).
 
-    With du_i = τ dO_i / D_i:  dq_i = φ'(q_i)·(Rᵀ(du_i Sᵀ) + dden_i z) (DO_DQ), and per-chunk partials
+    With du_i = τ dO_i / D_i:  dq_i = φ'(q_i)·(Rᵀ(du_i Sᵀ) + dden_i z) (DO_DQ; dO Sᵀ is computed once and
+    also gives g·u = R(φq)·(dO Sᵀ) for dden), and per-chunk partials
     dS = Σ R(φq_i)ᵀ du_i (DO_DS), dz = Σ dden_i φq_i, G = Σ dO_i (injective), dτ = Σ dO_i·u_i / D_i.
     The dv tiles are looped inside (T_LOOP = NUM_DVT) when dq needs all of them; dS is then computed by
     a second launch with one dv tile per program (T_LOOP = 1, DO_DQ = 0).
@@ -403,9 +425,9 @@ def _bwd_q_kernel(
     bh = tl.program_id(1).to(tl.int64)
     pt = tl.program_id(2)
     b, h = bh // H, bh % H
-    qb = Q + b * s_qb + h * s_qh
-    gb = DO + b * s_gb + h * s_gh
-    dqb = DQ + b * s_dqb + h * s_dqh
+    qb = _base(Q, b, h, s_qb, s_qh, RV)
+    gb = _base(DO, b, h, s_gb, s_gh, RV)
+    dqb = _base(DQ, b, h, s_dqb, s_dqh, RV)
     ck = tl.arange(0, DKP)
     sb = S + bh * DK * DV
     z = tl.load(Z + bh * DK + ck, mask=ck < DK, other=0.0)
@@ -424,7 +446,7 @@ def _bwd_q_kernel(
     for start in range(start_row, end_row, BLOCK_N):
         rows = start + tl.arange(0, BLOCK_N)
         rmask = rows < N
-        q, fq = _load_feat(qb, rows, ck, s_qn, s_qd, N, DK, FMAP)
+        q, fq = _load_feat(qb, rows, ck, s_qn, s_qd, N, DK, FMAP, RV)
         if ROPE:
             rc, rs = _rope_tables(COS, SIN, rows, s_cn, s_cd, s_sn, s_sd, N, DK, DKP)
             rq = _rope(fq, rc, rs, BLOCK_N, DKP, False)
@@ -439,26 +461,24 @@ def _bwd_q_kernel(
             else:
                 d = den + eps
             d = tl.where(rmask, d, 1.0)
-        gu = tl.zeros((BLOCK_N,), tl.float32)
-        drq = tl.zeros((BLOCK_N, DKP), tl.float32)
+        gs = tl.zeros((BLOCK_N, DKP), tl.float32)  # dO Sᵀ, summed over the dv tiles
         for tt in range(T_LOOP):  # not unrolled: one tile's operands live at a time (dk > 128 runs 4 tiles)
             cv = (pt * T_LOOP + tt) * BDV + tl.arange(0, BDV)
             if T_LOOP == 1:
                 st = st0
             else:
                 st = _load_mat(sb, ck, cv, DK, DV)
-            g = _load_rows(gb, rows, cv, s_gn, s_gd, N, DV)
-            du = g * (tau / d)[:, None]
+            g = _load_rows(gb, rows, cv, s_gn, s_gd, N, DV, RV)
             if DO_DQ:
-                if (NORM == 0) or (NORM == 2) or (NORM == 4) or HAS_TEMP:  # g·u feeds dden / dτ
-                    u = _mm(rq, st, LOWS, PREC)
-                    gu += tl.sum(g * u, 1)
-                drq += _mm(du, tl.trans(st), LOWS, PREC)
+                gs += _mm(g, tl.trans(st), LOWS, PREC)
             if DO_DS:
-                ds_acc += _mm(tl.trans(rq), du, LOW, PREC)
+                ds_acc += _mm(tl.trans(rq), g * (tau / d)[:, None], LOW, PREC)
                 if NORM == 3:
                     g_acc += tl.sum(g, 0)
         if DO_DQ:
+            # one dot serves both: dR(φq) = (τ/D) dO Sᵀ, and g·u = dO·(R(φq) S) = R(φq)·(dO Sᵀ) for dden / dτ
+            drq = gs * (tau / d)[:, None]
+            gu = tl.sum(rq * gs, 1)
             if ROPE:
                 dfq = _rope(drq, rc, rs, BLOCK_N, DKP, True)
             else:
@@ -472,7 +492,7 @@ def _bwd_q_kernel(
             if HAS_TEMP:
                 dt_acc += tl.sum(gu / d, 0)
             dq = _feat_grad(dfq, q, FMAP)
-            offs = rows[:, None].to(tl.int64) * s_dqn + ck[None, :].to(tl.int64) * s_dqd
+            offs = _offs(rows, ck, s_dqn, s_dqd, RV)
             tl.store(dqb + offs, dq.to(DQ.dtype.element_ty), mask=rmask[:, None] & (ck[None, :] < DK))
     part = bh * C + c
     if DO_DS:
@@ -493,7 +513,7 @@ def _bwd_q_kernel(
 @triton.jit
 def _bwd_reduce_kernel(
     DSP, DZP, GP, DTP, S, Z, AUX, DSE, ZV, CV, CR, DT,
-    N, DK, DV, C, scale,
+    N, DK: tl.constexpr, DV: tl.constexpr, C, scale,
     NORM: tl.constexpr, HAS_TEMP: tl.constexpr, DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr,
 ):  # fmt: skip
     """Combine the backward partials into what the (k, v) pass needs.
@@ -561,18 +581,18 @@ def _bwd_kv_kernel(
     DV_, s_dvb, s_dvh, s_dvn, s_dvd,
     COS, s_cn, s_cd, SIN, s_sn, s_sd,
     DSE, ZV, CV, CR, AUX, DQBP,
-    N, H, DK, DV, C, CHUNK, scale,
+    N, H, DK: tl.constexpr, DV: tl.constexpr, C, CHUNK, scale,
     FMAP: tl.constexpr, NORM: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr, LOWS: tl.constexpr,
-    DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr, BLOCK_N: tl.constexpr,
+    DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr, BLOCK_N: tl.constexpr, RV: tl.constexpr,
 ):  # fmt: skip
     """Backward pass over (k, v): dk, dv, and for rala the partials of dq̄ = s Σ_j dl_j φk_j (DQBP)."""
     c = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
-    kb = K + b * s_kb + h * s_kh
-    vb = V + b * s_vb + h * s_vh
-    dkb = DK_ + b * s_dkb + h * s_dkh
-    dvb = DV_ + b * s_dvb + h * s_dvh
+    kb = _base(K, b, h, s_kb, s_kh, RV)
+    vb = _base(V, b, h, s_vb, s_vh, RV)
+    dkb = _base(DK_, b, h, s_dkb, s_dkh, RV)
+    dvb = _base(DV_, b, h, s_dvb, s_dvh, RV)
     ck = tl.arange(0, DKP)
     sb = DSE + bh * DK * DV
     zvec = tl.load(ZV + bh * DK + ck, mask=ck < DK, other=0.0)
@@ -592,7 +612,7 @@ def _bwd_kv_kernel(
     for start in range(start_row, end_row, BLOCK_N):
         rows = start + tl.arange(0, BLOCK_N)
         rmask = rows < N
-        k, fk = _load_feat(kb, rows, ck, s_kn, s_kd, N, DK, FMAP)
+        k, fk = _load_feat(kb, rows, ck, s_kn, s_kd, N, DK, FMAP, RV)
         if ROPE:
             rc, rs = _rope_tables(COS, SIN, rows, s_cn, s_cd, s_sn, s_sd, N, DK, DKP)
             rk = _rope(fk, rc, rs, BLOCK_N, DKP, False)
@@ -612,10 +632,10 @@ def _bwd_kv_kernel(
             else:
                 ds = _load_mat(sb, ck, cv, DK, DV)
                 cvec = tl.load(CV + bh * DV + cv, mask=cv < DV, other=0.0)
-            v = _load_rows(vb, rows, cv, s_vn, s_vd, N, DV)
+            v = _load_rows(vb, rows, cv, s_vn, s_vd, N, DV, RV)
             tv += _mm(v, tl.trans(ds), LOWS, PREC)
             dv = _mm(rk, ds, LOWS, PREC) * w[:, None] + cvec[None, :]
-            offs = rows[:, None].to(tl.int64) * s_dvn + cv[None, :].to(tl.int64) * s_dvd
+            offs = _offs(rows, cv, s_dvn, s_dvd, RV)
             tl.store(dvb + offs, dv.to(DV_.dtype.element_ty), mask=rmask[:, None] & (cv[None, :] < DV))
         if ROPE:
             dfk = _rope(tv, rc, rs, BLOCK_N, DKP, True) * w[:, None]
@@ -628,7 +648,7 @@ def _bwd_kv_kernel(
             dfk += dl[:, None] * qbar[None, :]
             dqbar += tl.sum(dl[:, None] * fk, 0)
         dk = _feat_grad(dfk, k, FMAP)
-        offs = rows[:, None].to(tl.int64) * s_dkn + ck[None, :].to(tl.int64) * s_dkd
+        offs = _offs(rows, ck, s_dkn, s_dkd, RV)
         tl.store(dkb + offs, dk.to(DK_.dtype.element_ty), mask=rmask[:, None] & (ck[None, :] < DK))
     if NORM == 4:
         tl.store(DQBP + (bh * C + c) * DK + ck, dqbar * scale, mask=ck < DK)
@@ -638,15 +658,15 @@ def _bwd_kv_kernel(
 def _bwd_dq_fix_kernel(
     Q, s_qb, s_qh, s_qn, s_qd,
     DQ, s_dqb, s_dqh, s_dqn, s_dqd,
-    DQBP, N, H, DK, C, CHUNK,
-    FMAP: tl.constexpr, DKP: tl.constexpr, BLOCK_N: tl.constexpr,
+    DQBP, N, H, DK: tl.constexpr, C, CHUNK,
+    FMAP: tl.constexpr, DKP: tl.constexpr, BLOCK_N: tl.constexpr, RV: tl.constexpr,
 ):  # fmt: skip
     """RALA: dq_i += φ'(q_i)·dq̄/N, the gradient through q̄ = mean_i φq_i, known only after the (k, v) pass."""
     c = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
-    qb = Q + b * s_qb + h * s_qh
-    dqb = DQ + b * s_dqb + h * s_dqh
+    qb = _base(Q, b, h, s_qb, s_qh, RV)
+    dqb = _base(DQ, b, h, s_dqb, s_dqh, RV)
     ck = tl.arange(0, DKP)
     dqbar = tl.zeros((DKP,), tl.float32)
     for cc in range(0, C):
@@ -656,8 +676,8 @@ def _bwd_dq_fix_kernel(
     end_row = tl.minimum(start_row + CHUNK, N)
     for start in range(start_row, end_row, BLOCK_N):
         rows = start + tl.arange(0, BLOCK_N)
-        q = _load_rows(qb, rows, ck, s_qn, s_qd, N, DK)
-        dq = _load_rows(dqb, rows, ck, s_dqn, s_dqd, N, DK)
+        q = _load_rows(qb, rows, ck, s_qn, s_qd, N, DK, RV)
+        dq = _load_rows(dqb, rows, ck, s_dqn, s_dqd, N, DK, RV)
         dq += _feat_grad(tl.zeros((BLOCK_N, DKP), tl.float32) + dqbar[None, :], q, FMAP)
-        offs = rows[:, None].to(tl.int64) * s_dqn + ck[None, :].to(tl.int64) * s_dqd
+        offs = _offs(rows, ck, s_dqn, s_dqd, RV)
         tl.store(dqb + offs, dq.to(DQ.dtype.element_ty), mask=(rows[:, None] < N) & (ck[None, :] < DK))
