@@ -34,13 +34,13 @@ PEERS = ("ours", "eager", "compiled", "sdpa_flash", "sdpa_efficient", "sdpa_cudn
 # (label, B, H, N, dk, dv, feature_map, normalizer, rope)
 CASES = [  # in order of priority (a run cut short keeps the first rows)
     ("DiT @2048", 4, 16, 16384, 64, 64, "elu+1", "standard", False),
-    ("DiT @2048 RALA", 4, 16, 16384, 64, 64, "elu+1", "rala", True),
     ("RAVLT s1 @224", 64, 1, 3136, 64, 64, "elu+1", "rala", True),
     ("LA s1 @224 (elu+1)", 64, 1, 3136, 64, 64, "elu+1", "standard", False),
+    ("SD-1.5 @512 s1 d40", 8, 8, 4096, 40, 40, "elu+1", "standard", False),
+    ("DiT @2048 RALA", 4, 16, 16384, 64, 64, "elu+1", "rala", True),
     ("InLine-Swin-T s1 @224", 64, 3, 3136, 32, 32, "identity", "injective", False),
     ("s2 @224", 64, 2, 784, 64, 64, "elu+1", "standard", False),
     ("ViG-S @224 dk32 dv64", 64, 6, 196, 32, 64, "elu+1", "standard", False),
-    ("SD-1.5 @512 s1 d40", 8, 8, 4096, 40, 40, "elu+1", "standard", False),
     ("SD-1.5 @512 s2 d80", 8, 8, 1024, 80, 80, "elu+1", "standard", False),
     ("SD-1.5 @512 s3 d160", 8, 8, 256, 160, 160, "elu+1", "standard", False),
     ("FLUX-like d128", 2, 24, 4096, 128, 128, "elu+1", "standard", False),
