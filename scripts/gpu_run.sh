@@ -8,7 +8,7 @@
 # Then unpack: tar -xzf <files_at>/results.tgz -C docs/benchmarks/
 # STEPs (default: all): tests kernels (= la na) models profile lit linfusion
 # Budgets and options by environment: TESTS_BUDGET, TESTS_PATHS (e.g. tests/kernels), TESTS_ARGS (e.g. -n 6), LA_BUDGET, LA_ARGS,
-# NA_BUDGET, NA_ARGS (e.g. --budget 200), MODELS_BUDGET, PROFILE_BUDGET, LIT_BUDGET, LINFUSION_BUDGET.
+# NA_BUDGET, NA_ARGS (e.g. --budget 200), MODELS_BUDGET, MODELS_ARGS, PROFILE_BUDGET, LIT_BUDGET, LINFUSION_BUDGET.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/linzoo_out}"
@@ -62,7 +62,7 @@ for step in "${STEPS[@]}"; do
     na) run_na ;;
     kernels) run_la; run_na ;;
     models) run_step bench_models "${MODELS_BUDGET:-260}" "$PY" benchmarks/models.py --out results --official-dir .official \
-      --budget $(( ${MODELS_BUDGET:-260} - 40 )) $QUICK ;;
+      --budget $(( ${MODELS_BUDGET:-260} - 40 )) $QUICK ${MODELS_ARGS:-} ;;
     profile) run_step profile "${PROFILE_BUDGET:-60}" "$PY" benchmarks/profile_model.py ravlt_s van_b2 --out results ;;
     lit) run_step bench_lit "${LIT_BUDGET:-100}" "$PY" benchmarks/lit.py --out results $QUICK ;;
     linfusion) run_step bench_linfusion "${LINFUSION_BUDGET:-160}" "$PY" benchmarks/linfusion.py --out results $QUICK ;;
