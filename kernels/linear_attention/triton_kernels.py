@@ -45,11 +45,16 @@ BF16_STATE_DOTS = True  # bf16 inputs: bf16 operands for the dots with the state
 # (BLOCK_N, num_warps, num_stages) per kernel kind and (DKP, BDV) tile; a launch not listed here takes
 # the size-based default of :func:`launch_config`. Benchmarks may edit this table to try other configs.
 TUNING: dict[tuple[str, int, int], tuple[int, int, int]] = {
-    ("state", 64, 64): (32, 4, 3),  # 0.93 of the size-based default's time
-    ("out", 64, 64): (32, 4, 3),  # 0.88
+    ("state", 64, 64): (32, 4, 1),  # 0.93 of the size-based default's time
+    ("out", 64, 64): (32, 4, 1),  # 0.88
     ("bwd_q", 64, 64): (64, 4, 2),  # 0.93
-    ("bwd_kv", 64, 64): (32, 4, 3),  # 0.98
+    ("bwd_kv", 64, 64): (32, 4, 1),  # 0.98
 }
+# num_stages = 1 (no cp.async software pipelining of the row stream) for every pass but (q, dO): the search
+# above ran when the head dims were runtime values and Triton did not pipeline these loops; once they became
+# compile-time constants it did (cp.async into shared memory at 3 stages), and the same configs measured
+# 1.2-2.2x slower on the H100 (DiT@2048 out pass 122 -> 240 us, RAVLT s1 (k, v) pass 92 -> 209 us) while
+# the (q, dO) pass was unchanged or faster (SD-1.5 d=40: 388 -> 100 us).
 
 
 def launch_config(kind: str, dkp: int, bdv: int) -> dict:
@@ -63,7 +68,7 @@ def launch_config(kind: str, dkp: int, bdv: int) -> dict:
         tile = dkp * bdv  # fp32 state tile held by each program
         warps = 4 if tile <= 64 * 64 else 8
         block_n = 128 if tile <= 32 * 64 else (64 if tile <= 128 * 128 else 32)
-        stages = 3 if tile <= 64 * 64 else 2
+        stages = 1 if kind != "bwd_q" else (3 if tile <= 64 * 64 else 2)  # see the note under TUNING
         if kind in ("bwd_q", "bwd_kv"):
             # The backward passes hold the state, its gradient and ~6 row tiles. Register use reported by
             # ptxas -v (sm_90a, Triton 3.8 codegen, bf16, rope+rala / standard): at 64×64 the old
@@ -71,11 +76,11 @@ def launch_config(kind: str, dkp: int, bdv: int) -> dict:
             # 172–184 (bwd_q) / 126–166 (bwd_kv) registers without spills. dk > 128 (padded to 256) still
             # spills (~500 B at 16 rows × 8 warps): a correct but slower path.
             if tile < 64 * 64:
-                block_n, warps, stages = 64, 4, 3
+                block_n, warps = 64, 4
             elif dkp <= 128:
                 block_n, warps = 32, 8
             else:
-                block_n, warps, stages = 16, 8, 2
+                block_n, warps = 16, 8
     return {"BLOCK_N": block_n, "num_warps": warps, "num_stages": stages}
 
 

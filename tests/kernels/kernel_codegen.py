@@ -1,0 +1,142 @@
+"""Ahead-of-time compile of the Triton kernels for sm_90, without a GPU (linear attention: every variant;
+window attention: the forward and backward per head dim).
+
+The CPU interpreter runs the kernels' Python semantics but never lowers them; this compiles each kernel the
+way a launch on an H100 would (Triton's own specialisation: pointers and strides divisible by 16, unit
+channel strides folded to 1) and reports the vector width of its global loads and stores, so CI catches
+kernels that do not compile and rows that stop being vectorised. Run as a script (without
+TRITON_INTERPRET): prints one JSON line per kernel variant.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import sys
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from linzoo.kernels.linear_attention import triton_kernels as tk
+from linzoo.kernels.window_attention import triton_window as tw
+
+_IO = {"Q", "K", "V", "OUT", "Out", "DO", "DQ", "DK_", "DV_"}  # activations in the input dtype
+_FLOATS = {"scale", "eps", "clamp_min", "qk_scale"}
+_INTS = {"N", "H", "W", "C", "CHUNK", "Hp", "Wp", "SH", "SW"}
+
+
+def compile_variant(kernel, consts: dict, dtype: str, row_div16: bool, num_warps: int, num_stages: int):
+    params = list(inspect.signature(kernel.fn).parameters)
+    consts = dict(consts)
+    for p in params:  # unit channel strides are specialised to the constant 1 by Triton's launcher
+        if re.fullmatch(r"s_\w*d", p):
+            consts[p] = 1
+    sig, attrs = {}, {}
+    for i, p in enumerate(params):
+        if p in consts:
+            sig[p] = "constexpr"
+        elif p in _IO or (p == "DK" and "DK" not in consts):  # the window kernels' dk output is named DK
+            sig[p] = f"*{dtype}"
+        elif p in _INTS or p.startswith("s_"):
+            sig[p] = "i32"
+        elif p.isupper() or p.endswith("_"):
+            sig[p] = "*fp32"
+        elif p in _FLOATS:
+            sig[p] = "fp32"
+        else:
+            sig[p] = "i32"
+        divisible = sig[p].startswith("*") or re.fullmatch(r"s_\w*[bh]", p) or p == "CHUNK"
+        if divisible or (row_div16 and re.fullmatch(r"s_\w*n", p)):
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn=kernel, signature=sig, constexprs=consts, attrs=attrs)
+    return triton.compile(
+        src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, num_stages=num_stages)
+    )
+
+
+def global_access_widths(compiled) -> dict:
+    ptx = compiled.asm["ptx"]
+    return {
+        "loads": sorted(set(re.findall(r"ld\.global(?:\.\w+)*", ptx))),
+        "stores": sorted(set(re.findall(r"st\.global(?:\.\w+)*", ptx))),
+        "shared_bytes": compiled.metadata.shared,
+    }
+
+
+def variants():
+    """(name, kernel, constexprs, input dtype, launch kind) over the modes the op can launch."""
+    for dk, dv, rv, dtype in (
+        (64, 64, 8, "bf16"),
+        (40, 40, 8, "bf16"),
+        (40, 40, 1, "bf16"),
+        (160, 160, 8, "bf16"),
+        (160, 160, 8, "fp32"),
+        (128, 128, 8, "fp32"),
+    ):
+        dkp = max(16, triton.next_power_of_2(dk))
+        dvp = max(16, triton.next_power_of_2(dv))
+        bdv = min(dvp, 128 if dkp <= 128 else 64)
+        dims = dict(DK=dk, DV=dv, DKP=dkp, BDV=bdv, NUM_DVT=dvp // bdv, RV=rv)
+        for norm, rope, fmap in ((0, False, 2), (4, True, 2), (3, False, 0), (2, False, 1)):
+            tag = f"{dtype}_dk{dk}_rv{rv}_norm{norm}{'_rope' if rope else ''}"
+            low = dtype == "bf16"  # as triton_fused._precision: bf16 dot operands for bf16 inputs only
+            prec = "tf32" if low else "ieee"
+            flags = dict(FMAP=fmap, NORM=norm, ROPE=rope)
+            state = dict(**flags, LOW=low, PREC=prec, **dims)
+            yield f"state_{tag}", tk._state_kernel, state, dtype, "state"
+            out = dict(**flags, HAS_TEMP=False, PREC=prec, LOWS=low, **dims)
+            yield f"out_{tag}", tk._out_kernel, out, dtype, "out"
+            bwd = dict(**flags, HAS_TEMP=norm == 0, LOW=low, LOWS=low, PREC=prec, **dims)
+            loop = dims["NUM_DVT"]
+            bwd_q = dict(bwd, T_LOOP=loop, DO_DQ=True, DO_DS=loop == 1)
+            yield f"bwd_q_{tag}", tk._bwd_q_kernel, bwd_q, dtype, "bwd_q"
+            if loop > 1:  # the second (q, dO) launch: dS one dv tile per program
+                bwd_ds = dict(bwd, T_LOOP=1, DO_DQ=False, DO_DS=True)
+                yield f"bwd_ds_{tag}", tk._bwd_q_kernel, bwd_ds, dtype, "bwd_q"
+            kv = dict(**flags, PREC=prec, LOWS=low, **dims)
+            yield f"bwd_kv_{tag}", tk._bwd_kv_kernel, kv, dtype, "bwd_kv"
+            if norm == 4:
+                small = dict(FMAP=fmap, DK=dk, DKP=dkp, RV=rv)
+                yield f"qsum_{tag}", tk._qsum_kernel, small, dtype, "qsum"
+                yield f"dq_fix_{tag}", tk._bwd_dq_fix_kernel, small, dtype, "qsum"
+
+
+def window_variants():
+    """(name, kernel, constexprs, dtype, num_warps, num_stages) as triton_window launches them (Swin 7x7)."""
+    for dim in (32, 64, 128):
+        dims = dict(D=dim, DV=dim, BD=max(16, dim), BDV=max(16, dim), PREC="tf32", BT=64)
+        warps = 4 if dims["BT"] * dims["BD"] <= 64 * 64 else 8
+        consts = dict(WH=7, WW=7, HAS_RPB=True, PAD_ZEROS=False, **dims)
+        yield f"window_fwd_bf16_d{dim}", tw._win_fwd_kernel, consts, "bf16", warps, 3
+        yield f"window_bwd_bf16_d{dim}", tw._win_bwd_kernel, consts, "bf16", warps, tw.bwd_num_stages(dims)
+
+
+def _launches():
+    tk._INTERPRET = False  # launch_config: the compiled-mode defaults
+    for name, kernel, consts, dtype, kind in variants():
+        cfg = tk.launch_config(kind, consts["DKP"], consts.get("BDV", 64))
+        consts = dict(consts, BLOCK_N=cfg["BLOCK_N"])
+        yield name, kernel, consts, dtype, consts["DK"] % 16 == 0, cfg["num_warps"], cfg["num_stages"]
+    for name, kernel, consts, dtype, warps, stages in window_variants():
+        yield name, kernel, consts, dtype, consts["D"] % 16 == 0, warps, stages
+
+
+def main() -> int:
+    only = sys.argv[1] if len(sys.argv) > 1 else ""
+    failed = 0
+    for name, kernel, consts, dtype, row_div16, warps, stages in _launches():
+        if only not in name:
+            continue
+        try:
+            compiled = compile_variant(kernel, consts, dtype, row_div16, warps, stages)
+            print(json.dumps({"variant": name, "ok": True, **global_access_widths(compiled)}), flush=True)
+        except Exception as exc:  # reported per variant; the caller asserts on the JSON
+            failed += 1
+            print(json.dumps({"variant": name, "ok": False, "error": f"{type(exc).__name__}: {str(exc)[-600:]}"}))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
