@@ -159,10 +159,9 @@ class VANBlock(nn.Module):
         drop_path_active = self.training and not isinstance(self.drop_path, nn.Identity)
         if bn_uses_running_stats(self.norm1) and bn_uses_running_stats(self.norm2) and not drop_path_active:
             return self._forward_folded(x)
+        # The official formulation: with autograd recording, addcmul's backward costs more kernels than
+        # mul + add (measured on the H100: training 0.94x the official code with addcmul here).
         g1, g2 = self.layer_scale_1.view(-1, 1, 1), self.layer_scale_2.view(-1, 1, 1)
-        if isinstance(self.drop_path, nn.Identity):  # one fused kernel for x + γ ⊙ y
-            x = torch.addcmul(x, g1, self.attn(self.norm1(x)))
-            return torch.addcmul(x, g2, self.mlp(self.norm2(x)))
         x = x + self.drop_path(g1 * self.attn(self.norm1(x)))
         return x + self.drop_path(g2 * self.mlp(self.norm2(x)))
 
