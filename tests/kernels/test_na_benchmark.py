@@ -9,6 +9,7 @@ import importlib.util
 import json
 import sys
 import types
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,156 @@ def test_main_writes_after_every_case_and_stops_at_time_limit(na, tmp_path, monk
     assert len({started[clear[0]], started[clear[1]]}) == 1 and started[0] == started[clear[2]]
     text = (tmp_path / "neighborhood_attention.md").read_text()
     assert "in 2 runs" in text and "| run |" in text
+
+
+# ---------------------------------------------------------------------------------------------- CUDA-graph times
+def graph_results(index: int) -> dict:
+    """``fake_results`` of a host-bound case with CUDA-graph times (ours, flex; timm's fwd+bwd capture failed)."""
+    res = fake_results(index)
+    base = 0.1 * (index + 1)
+    res.update(
+        {
+            "ours/fwd/graph": base / 2,
+            "flex/fwd/graph": base,
+            "ours/fwdbwd/graph": base,
+            "flex/fwdbwd/graph": "n/a (RuntimeError: operation not permitted when stream is capturing)",
+            "timm/fwd": 2 * base,
+            "timm/fwd/graph": 0.75 * base,
+            "timm/fwdbwd": 6 * base,
+            "timm/fwdbwd/graph": "n/a (RuntimeError: capture failed)",
+            "gbps/fwd/graph": 1000.0,
+            "tflops/fwd/graph": 25.0,
+            "limit/fwd/graph": 0.4,
+        }
+    )
+    return res
+
+
+def table_row(text: str, section: str, label: str) -> list[str]:
+    """Cells of ``label``'s row in the table under ``## {section}``."""
+    part = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    line = next(x for x in part.splitlines() if x.startswith(f"| {label} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_report_with_and_without_graph_times(na):
+    old, new = row(na, 0, env("a")), dict(row(na, 1, env("a")), results=graph_results(1))
+    text = na.report([old, new], None, None)
+    assert "`[x graph]` = the same call replayed in a CUDA graph" in text
+    assert "% limit use our CUDA-graph time where there is one" in text
+    fwd = table_row(text, "Forward", na.CASES[1].label())
+    # case | ours | flex | naive | sdpa | timm | timm sdpa | vs flex | vs timm | vs timm sdpa | vs sdpa | GB/s | TFLOP/s
+    # | % limit | rel. err
+    assert fwd[1:3] == ["0.200 [0.100 graph]", "0.500 [0.200 graph]"]
+    assert fwd[5] == "0.400 [0.150 graph]" and fwd[6] == "—"
+    assert fwd[7:11] == ["2.50× [2.00× graph]", "2.00× [1.50× graph]", "—", "4.00×"]
+    assert fwd[11:14] == ["1000", "25.0", "40"]  # on our graph time (the eager ones are 500, 12.5, 20)
+    bwd = table_row(text, "Forward + backward", na.CASES[1].label())
+    # case | ours | flex | naive | timm | vs flex | vs timm | vs naive | GB/s | TFLOP/s | % limit
+    assert bwd[1:3] == ["0.600 [0.200 graph]", "1.500 [graph n/a]"]
+    assert bwd[4:7] == ["1.200 [graph n/a]", "2.50×", "2.00×"]  # no graph ratio without both graph times
+    assert bwd[10] == "—"  # the fabricated rows have no fwd+bwd limit
+    failures = text.split("CUDA-graph capture failed (eager time only): ", 1)[1].splitlines()[0]
+    assert f"{na.CASES[1].label()}, flex fwd+bwd: n/a (RuntimeError: operation not permitted" in failures
+    assert f"{na.CASES[1].label()}, timm fwd+bwd: n/a (RuntimeError: capture failed)" in failures
+    # a row of an earlier run without graph times renders as before
+    fwd_old = table_row(text, "Forward", na.CASES[0].label())
+    assert fwd_old[1:3] == ["0.100", "0.250"] and fwd_old[7] == "2.50×" and fwd_old[11:14] == ["500", "12.5", "20"]
+    assert "graph" not in " ".join(table_row(text, "Forward + backward", na.CASES[0].label()))
+    # only rows without graph times: no capture-failure line
+    assert "capture failed (eager" not in na.report([old], None, None)
+
+
+def test_render_and_resume_mix_rows_with_and_without_graph_times(na, tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    na.write_outputs(src, [row(na, 0, env("a")), dict(row(na, 1, env("a")), results=graph_results(1))], None, False)
+    dst = tmp_path / "dst"
+    assert na.main(["--render", str(src / "neighborhood_attention.json"), "--no-docs", "--out", str(dst)]) == 0
+    text = (dst / "neighborhood_attention.md").read_text()
+    assert "0.200 [0.100 graph]" in text and f"| {na.CASES[0].label()} | 0.100 | 0.250 |" in text
+    back, _ = na.load_rows(dst / "neighborhood_attention.json")
+    assert back[1]["results"] == graph_results(1) and back[0]["results"] == fake_results(0)
+    # --resume from the log of a run that printed graph times (the results dict on the case line)
+    log = tmp_path / "run.log"
+    log.write_text(f"[  10.0 s] {na.CASES[1].label()} (9.0 s): {graph_results(1)!r}\n")
+    gpu = FakeGPU(na, tmp_path / "out", case_seconds=1.0)
+    gpu.install(monkeypatch)
+    assert na.main(["--no-docs", "--out", str(tmp_path / "out"), "--resume", str(log), "--cases", "0,1"]) == 0
+    assert gpu.ran == [0]
+    text = (tmp_path / "out" / "neighborhood_attention.md").read_text()
+    assert "0.200 [0.100 graph]" in text and "in 2 runs" in text
+
+
+class GraphBench:
+    """Fake ``bench``: runs ``fn`` once, returns ``eager`` ms, or ``graph`` ms for ``graph=True``; a capture
+    "fails" (raises) for the calls that pass ``grad_to_none`` (fwd+bwd) when ``fail_bwd``."""
+
+    def __init__(self, eager: float, graph: float, fail_bwd: bool = False):
+        self.eager, self.graph, self.fail_bwd, self.graph_calls = eager, graph, fail_bwd, []
+
+    def __call__(self, fn, grad_to_none=None, quick=False, graph=False):
+        fn()
+        if not graph:
+            return self.eager
+        self.graph_calls.append("fwdbwd" if grad_to_none is not None else "fwd")
+        if grad_to_none is not None:
+            assert torch.is_grad_enabled() and all(t.requires_grad for t in grad_to_none)
+            if self.fail_bwd:
+                raise RuntimeError("operation not permitted when stream is capturing")
+        else:
+            assert not torch.is_grad_enabled()  # forward timings run under no_grad, as the eager ones
+        return self.graph
+
+
+@pytest.fixture
+def cpu_ops(na, monkeypatch):
+    """The real ``run_case`` on CPU: our ops on the PyTorch backend, Flex eager (its block mask uncompiled)."""
+    import torch.nn.attention.flex_attention as flex_module
+
+    from linzoo import kernels
+
+    monkeypatch.setattr(na, "neighborhood_attention_2d", partial(kernels.neighborhood_attention_2d, backend="torch"))
+    monkeypatch.setattr(na, "window_attention_2d", partial(kernels.window_attention_2d, backend="torch"))
+    create = flex_module.create_block_mask
+    monkeypatch.setattr(flex_module, "create_block_mask", lambda *a, _compile=False, **kw: create(*a, **kw))
+    return flex_module.flex_attention
+
+
+def run_small(na, case, bench, flex=None) -> dict:
+    args = types.SimpleNamespace(quick=True)
+    na.run_case(case, torch.device("cpu"), torch.float32, bench, args, flex, na.time.monotonic() + 600)
+    return case.results
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_run_case_times_graphs_of_ours_flex_timm_only(na, cpu_ops):
+    bench = GraphBench(eager=1.0, graph=0.25)
+    res = run_small(na, na.Case("t", "window", 1, 2, 8, 8, 8, 4, rpb=True, shift=2), bench, flex=cpu_ops)
+    for key in ("ours/fwd", "ours/fwdbwd", "flex/fwd", "timm/fwd", "timm/fwdbwd"):
+        assert res[key] == 1.0 and res[key + "/graph"] == 0.25, key
+    assert not any(k.endswith("/graph") for k in res if k.split("/")[0] in ("naive", "sdpa", "timm_sdpa"))
+    assert res["naive/fwd"] == res["sdpa/fwd"] == res["timm_sdpa/fwd"] == 1.0
+    assert res["err_vs_timm"] < 1e-5 and res["err_vs_flex"] < 1e-5  # the peers compute the same attention
+    for mode in ("fwd", "fwdbwd"):  # the metrics on the graph time: 4x those on the eager time
+        for name in ("gbps", "tflops", "limit"):
+            assert res[f"{name}/{mode}/graph"] == pytest.approx(4 * res[f"{name}/{mode}"])
+
+
+def test_run_case_graph_threshold_and_capture_failure(na, cpu_ops):
+    slow = GraphBench(eager=na.GRAPH_UNDER_MS + 0.5, graph=0.25)
+    res = run_small(na, na.Case("t", "na", 1, 2, 8, 8, 8, 3, rpb=True), slow)
+    assert slow.graph_calls == [] and not any(k.endswith("/graph") for k in res)
+    assert res["limit/fwd"] > 0 and "limit/fwd/graph" not in res
+
+    failing = GraphBench(eager=1.0, graph=0.25, fail_bwd=True)
+    res = run_small(na, na.Case("t", "window", 1, 2, 8, 8, 8, 4, shift=2), failing)
+    assert failing.graph_calls == ["fwd", "fwdbwd", "fwd", "fwdbwd"]  # ours, then timm
+    assert res["ours/fwd/graph"] == res["timm/fwd/graph"] == 0.25
+    for key in ("ours/fwdbwd/graph", "timm/fwdbwd/graph"):
+        assert res[key] == "n/a (RuntimeError: operation not permitted when stream is capturing)"
+    assert res["ours/fwdbwd"] == res["timm/fwdbwd"] == 1.0  # the eager timings are kept, nothing else failed
+    assert not any(isinstance(v, str) and v.startswith("error") for v in res.values())
+    assert "limit/fwdbwd/graph" not in res and res["limit/fwd/graph"] == pytest.approx(4 * res["limit/fwd"])
+    text = na.report([{"case": "t", "index": None, "env": env("a"), "results": res}], None, None)
+    assert "| t | 1.000 [0.250 graph] |" in text and "| t | 1.000 [graph n/a] |" in text
+    assert "t, ours fwd+bwd: n/a (RuntimeError: operation not permitted" in text
