@@ -1,15 +1,20 @@
 """Backbone throughput and memory: linzoo (eager, CUDA graph, compiled) vs the official code vs timm peers, one run.
 
 For each family's reference variant, in this order so that a time-boxed run keeps the comparison rows:
-linzoo eager, linzoo eager + CUDA graph (inference: the forward captured once on a static input and replayed,
-no compilation), the official implementation with the same weights; then the timm peers; then torch.compile
-rows (inference for every family, the training step for ``--compile-train``) last, since each costs ~1 min of
-compilation. Measured with bf16 autocast on one GPU: inference img/s at 224 (batch 64), training img/s at 224
-(batch 64; forward + backward + SGD step), inference img/s and peak memory at 1024 (batch 4), and a resolution
-sweep 224…2048 (batch 1) for the plots. The official model's logits are compared with ours in fp32 before
-timing, so the rows time the same function. ``--budget SECONDS`` skips (and marks in the table) every row that
-would not finish in time, from the durations measured so far in the run; the table and the plots are rewritten
-after every row.
+linzoo eager; for the ``--backend-rows`` models (default ravlt_s) linzoo eager with the kernels' PyTorch backend
+(``LINZOO_KERNEL_BACKEND=torch`` set around that row only, so the default row shows Triton on CUDA); for the
+``--channels-last-rows`` models (default van_b2) linzoo eager with model and input in
+``torch.channels_last`` (inference and training); linzoo eager + CUDA graph (inference: the forward captured once
+on a static input and replayed, no compilation); the official implementation with the same weights; then the
+timm peers; then torch.compile rows (inference for every family, the training step for ``--compile-train``)
+last, since each costs ~1 min of compilation. Measured with bf16 autocast on one GPU: inference img/s at 224
+(batch 64), training img/s at 224 (batch 64; forward + backward + SGD step), inference img/s and peak memory at
+1024 (batch 4), and a resolution sweep 224…2048 (batch 1) for the plots (eager, official and peer rows). The
+official model's logits are compared with ours in fp32 before timing, so the rows time the same function.
+timm peers fixed to 224 px (Swin, DeiT) run the 1024 column and the sweep as timm's any-size variant with the same
+weights, falling back per resolution to the model built with ``img_size=<res>`` where the installed timm has no
+working any-size option. ``--budget SECONDS`` skips (and marks in the table) every row that would not finish in
+time, from the durations measured so far in the run; the table and the plots are rewritten after every row.
 
     python benchmarks/models.py --out docs/benchmarks --official-dir .official --budget 230   # GPU machine
     python benchmarks/models.py --device cpu --quick --out /tmp/bench                          # smoke test anywhere
@@ -23,8 +28,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import importlib
+import inspect
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +43,7 @@ import torch
 from torch import nn
 
 import linzoo.vision  # noqa: F401  (registers the models)
+from linzoo.kernels import ENV_VAR, resolve_backend
 
 # family reference variant -> (official sub-folder, builder of the official model)
 OFFICIAL: dict[str, tuple[str, Callable[[], nn.Module]]] = {}
@@ -92,12 +101,28 @@ def _slab_swin_t() -> nn.Module:
 
 
 PEERS = ["swin_tiny_patch4_window7_224", "deit_small_patch16_224", "efficientvit_b2", "convnext_tiny"]
-# timm peers fixed to 224 px run the 1024 px column and the sweep as timm's any-size variant (same weights);
-# the 224 columns keep the fixed-size model.
-ANY_SIZE_KWARGS = {
-    "swin_tiny_patch4_window7_224": {"dynamic_img_size": True},
-    "deit_small_patch16_224": {"dynamic_img_size": True},
-}
+# timm peers fixed to 224 px run the 1024 px column and the sweep as timm's any-size variant (same weights), see
+# AnySizePeer; the 224 columns keep the fixed-size model.
+ANY_SIZE_PEERS = ("swin_tiny_patch4_window7_224", "deit_small_patch16_224")
+# The any-size switches, each passed only where the model's constructor names it: timm 1.0.29's Swin has only
+# strict_img_size (its **kwargs silently drop dynamic_img_size, leaving the 224 px input check), ViT only
+# dynamic_img_size, timm 1.0.31's Swin both.
+ANY_SIZE_KWARGS = {"dynamic_img_size": True, "strict_img_size": False}
+
+
+@contextlib.contextmanager
+def _env(**values: str):
+    """Set environment variables for the block and restore them (unset where they were unset) afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 @contextlib.contextmanager
@@ -143,6 +168,70 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _error_cell(err: BaseException) -> dict:
+    """A table cell for a measurement that raised (e.g. a fixed-size official / timm model at another size)."""
+    return {"img_s": f"error: {str(err).splitlines()[0][:60] if str(err) else type(err).__name__}", "mem": "-"}
+
+
+class AnySizePeer:
+    """The timm model ``name`` with the weights of ``fixed`` at any input resolution, across timm versions.
+
+    ``peer(res)`` returns timm's any-size variant (built once with the :data:`ANY_SIZE_KWARGS` its constructor
+    names) when one batch-1 forward at ``res`` on ``device`` runs, else a model built with ``img_size=res`` for
+    that resolution; that raises a ValueError where the size changes parameter shapes (the caller records the
+    error cell). ``used`` maps each resolution to the variant it got, for the notes. Same cost, not the same
+    function: timm's any-size Swin keeps the 224 px model's window shifts (none in its last stage, whose 7×7 map
+    was one window), an ``img_size`` build recomputes them (shifted last-stage blocks at 1024 px).
+    """
+
+    def __init__(self, name: str, fixed: nn.Module, device: torch.device) -> None:
+        self.name, self.fixed, self.device = name, fixed, device
+        params = inspect.signature(type(fixed).__init__).parameters
+        self.kwargs = {key: value for key, value in ANY_SIZE_KWARGS.items() if key in params}
+        self.dynamic: nn.Module | None = None
+        self.used: dict[int, str] = {}
+        self.build_error = ""
+        if self.kwargs:
+            try:
+                self.dynamic = timm.create_model(name, **self.kwargs)
+                self.dynamic.load_state_dict(fixed.state_dict())
+            except Exception as err:  # a timm version whose any-size variant does not build: img_size fallback
+                self.dynamic = None
+                self.build_error = f"{type(err).__name__}: {str(err)[:80]}"
+
+    def _accepts(self, model: nn.Module, res: int) -> bool:
+        model.to(self.device).eval()
+        try:
+            with torch.inference_mode(), _autocast(self.device):
+                model(torch.zeros(1, 3, res, res, device=self.device))
+        except torch.OutOfMemoryError:
+            return True  # the size is accepted; the measurement records the OOM
+        except Exception:
+            model.to("cpu")
+            return False
+        return True
+
+    def __call__(self, res: int) -> nn.Module:
+        if self.dynamic is not None and self._accepts(self.dynamic, res):
+            self.used[res] = f"timm's {self.kwargs} variant"
+            return self.dynamic
+        model = timm.create_model(self.name, img_size=res)
+        try:
+            model.load_state_dict(self.fixed.state_dict())
+        except RuntimeError as err:  # e.g. Swin's windows clipped to a small feature map: other table shapes
+            raise ValueError(f"img_size={res} changes parameter shapes") from err
+        self.used[res] = "the model built with img_size=<res>"
+        return model
+
+    def note(self) -> str:
+        by_variant: dict[str, list[int]] = {}
+        for res, variant in sorted(self.used.items()):
+            by_variant.setdefault(variant, []).append(res)
+        parts = [f"{variant} at {', '.join(map(str, sizes))} px" for variant, sizes in by_variant.items()]
+        failed = f" (any-size variant not built: {self.build_error})" if self.build_error else ""
+        return f"{self.name}: the high-resolution column and the sweep use " + "; ".join(parts) + failed + "."
+
+
 def time_it(fn: Callable[[], object], device: torch.device, warmup: int, iters: int) -> float:
     """Median seconds per call."""
     for _ in range(warmup):
@@ -185,13 +274,23 @@ def _graph_forward(model: nn.Module, x: torch.Tensor, device: torch.device) -> C
 
 
 def _measure(
-    model: nn.Module, mode: str, batch: int, res: int, device: torch.device, args, iters: tuple[int, int] | None = None
+    model: nn.Module,
+    mode: str,
+    batch: int,
+    res: int,
+    device: torch.device,
+    args,
+    iters: tuple[int, int] | None = None,
+    channels_last: bool = False,
 ) -> dict:
     """img/s and peak memory (MiB) of ``mode``: "infer", "graph" (CUDA-graph replay of inference) or "train".
 
-    ``iters``: (warm-up, timed) calls, default ``(args.warmup, args.iters)``.
+    ``iters``: (warm-up, timed) calls, default ``(args.warmup, args.iters)``. ``channels_last``: the input in
+    ``torch.channels_last`` (the model is converted by the caller).
     """
     x = torch.randn(batch, 3, res, res, device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -220,7 +319,7 @@ def _measure(
     except torch.OutOfMemoryError:
         return {"img_s": "OOM", "mem": "OOM"}
     except Exception as err:  # e.g. a fixed-size official / timm model at another resolution
-        return {"img_s": f"error: {str(err).splitlines()[0][:60] if str(err) else type(err).__name__}", "mem": "-"}
+        return _error_cell(err)
     finally:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -250,7 +349,16 @@ class Budget:
     the H100 machine, cold: Triton JIT and cuDNN heuristics included in a family's first row).
     """
 
-    GUESS = {"eager": 25.0, "graph": 10.0, "official": 20.0, "peer": 12.0, "compile": 75.0, "compile_train": 150.0}
+    # "variant": an eager row measured another way (kernel backend, memory format), no sweep
+    GUESS = {
+        "eager": 25.0,
+        "variant": 15.0,
+        "graph": 10.0,
+        "official": 20.0,
+        "peer": 12.0,
+        "compile": 75.0,
+        "compile_train": 150.0,
+    }
 
     def __init__(self, seconds: float | None) -> None:
         self.seconds = seconds
@@ -280,6 +388,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, few iterations, no compiled rows (smoke)")
     parser.add_argument("--compile", nargs="*", default=None, help="models also timed under torch.compile")
     parser.add_argument("--compile-train", nargs="*", default=["ravlt_s"], help="...including the training step")
+    parser.add_argument(
+        "--backend-rows",
+        nargs="*",
+        default=["ravlt_s"],
+        metavar="MODEL",
+        help=f"models with an extra eager row under {ENV_VAR}=torch (the kernels' PyTorch backend)",
+    )
+    parser.add_argument(
+        "--channels-last-rows",
+        nargs="*",
+        default=["van_b2"],
+        metavar="MODEL",
+        help="models with an extra eager row with model and input in torch.channels_last",
+    )
     parser.add_argument(
         "--budget",
         type=float,
@@ -320,37 +442,54 @@ def main(argv: list[str] | None = None) -> None:
         kind: str,
         budget_kind: str,
         modes: dict[str, str],
-        hi_model: nn.Module | None = None,
+        hi_model: Callable[[int], nn.Module] | None = None,
+        env: dict[str, str] | None = None,
+        channels_last: bool = False,
     ) -> None:
         """One table row; ``modes`` maps the columns infer_lo / train_lo / infer_hi to a _measure mode.
 
-        ``hi_model`` (same weights) runs the high-resolution column and the sweep instead of ``model``."""
+        ``hi_model(res)`` (same weights) runs the high-resolution column and the sweep instead of ``model``.
+        ``env``: environment variables set during the row's measurements only. ``channels_last``: inputs in
+        ``torch.channels_last`` (``model`` converted by the caller). The sweep runs for eager, official and peer
+        rows."""
         if not budget.fits(budget_kind):
             skip(family, label, kind)
             return
         start = time.perf_counter()
-        model.to(device)
+        on_device = model.to(device)
+
+        def place(target: nn.Module) -> nn.Module:  # ``target`` alone on the device
+            nonlocal on_device
+            if target is not on_device:
+                on_device.to("cpu")
+                on_device = target.to(device)
+            return target
+
+        def measure(res: int, mode: str, batch: int, hi: bool, iters: tuple[int, int] | None = None) -> dict:
+            try:
+                target = place(hi_model(res) if hi and hi_model is not None else model)
+            except Exception as err:  # no model of this peer runs at this size
+                return _error_cell(err)
+            return _measure(target, mode, batch, res, device, args, iters, channels_last=channels_last)
+
         row = {"family": family, "impl": label, "kind": kind, "infer_lo": "-", "train_lo": "-", "infer_hi": "-"}
         row["mem_hi"] = "-"
-        for col, mode in modes.items():
-            hi = col == "infer_hi"
-            res, batch = (res_hi, batch_hi) if hi else (res_lo, batch_lo)
-            if hi and hi_model is not None:
-                model.to("cpu")
-                model = hi_model.to(device)
-            result = _measure(model, mode, batch, res, device, args)
-            row[col] = result["img_s"]
-            if hi:
-                row["mem_hi"] = result["mem"]
-        rows.append(row)
-        print(row, flush=True)
-        if args.sweep and budget_kind in ("eager", "official", "peer"):
-            curve = curves.setdefault(f"{family}: {label}", {})
-            for r in sweep:
-                fits = budget.left() > 0
-                curve[r] = (
-                    _measure(model, "infer", 1, r, device, args, args.sweep_iters) if fits else {"img_s": SKIPPED}
-                )
+        with _env(**(env or {})):
+            for col, mode in modes.items():
+                hi = col == "infer_hi"
+                res, batch = (res_hi, batch_hi) if hi else (res_lo, batch_lo)
+                result = measure(res, mode, batch, hi)
+                row[col] = result["img_s"]
+                if hi:
+                    row["mem_hi"] = result["mem"]
+            rows.append(row)
+            print(row, flush=True)
+            if args.sweep and budget_kind in ("eager", "official", "peer"):
+                curve = curves.setdefault(f"{family}: {label}", {})
+                for r in sweep:
+                    fits = budget.left() > 0
+                    curve[r] = measure(r, "infer", 1, True, args.sweep_iters) if fits else {"img_s": SKIPPED}
+        on_device.to("cpu")
         model.to("cpu")
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -382,6 +521,19 @@ def main(argv: list[str] | None = None) -> None:
                 print(notes[-1], flush=True)
             ours.to("cpu"), official.to("cpu")
         run("linzoo eager", name, ours, "ours", "eager", eager_modes)
+        if name in args.backend_rows:  # issue 3: the linear-attention kernels' PyTorch backend vs the default
+            with _env(**{ENV_VAR: "torch"}):
+                forced = resolve_backend("auto", device)
+            notes.append(
+                f"{name}: 'linzoo eager' runs the kernels' {resolve_backend('auto', device)} backend "
+                f"({ENV_VAR}={os.environ.get(ENV_VAR, 'unset')}); 'linzoo eager, backend torch' sets "
+                f"{ENV_VAR}=torch around its measurements ({forced} backend)."
+            )
+            run("linzoo eager, backend torch", name, ours, "ours", "variant", eager_modes, env={ENV_VAR: "torch"})
+        if name in args.channels_last_rows:  # issue 8: channels_last model and input (VAN's 1x1 convs as GEMMs)
+            cl_model = copy.deepcopy(ours).to(memory_format=torch.channels_last)
+            run("linzoo eager channels_last", name, cl_model, "ours", "variant", eager_modes, channels_last=True)
+            del cl_model
         if device.type == "cuda":
             run("linzoo eager + CUDA graph", name, ours, "ours", "graph", {"infer_lo": "graph", "infer_hi": "graph"})
         if official is not None:
@@ -389,12 +541,12 @@ def main(argv: list[str] | None = None) -> None:
         del official, ours
     for peer in args.peers:
         model = timm.create_model(peer)
-        hi_model = None
-        if peer in ANY_SIZE_KWARGS:
-            hi_model = timm.create_model(peer, **ANY_SIZE_KWARGS[peer])
-            hi_model.load_state_dict(model.state_dict())
-            notes.append(f"{peer}: the 1024 px column and the sweep use timm's {ANY_SIZE_KWARGS[peer]} variant.")
+        hi_model = AnySizePeer(peer, model, device) if peer in ANY_SIZE_PEERS else None
         run("timm", peer, model, "peer", "peer", eager_modes, hi_model=hi_model)
+        if hi_model is not None and hi_model.used:
+            notes.append(hi_model.note())
+            report()
+        del model, hi_model
     if device.type != "cuda":
         notes.append("CUDA-graph rows need a CUDA device: not run.")
     notes.append("CUDA graphs are used for inference only (training would need static optimizer state and capture).")

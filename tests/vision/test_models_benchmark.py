@@ -1,0 +1,103 @@
+"""benchmarks/models.py on the CPU: the kernel-backend and channels_last rows measure what their labels say, and
+timm peers fixed to 224 px reach other sizes through the any-size variant or the ``img_size`` fallback."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from linzoo.kernels import ENV_VAR
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "models.py"
+SWIN = "swin_tiny_patch4_window7_224"
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("linzoo_bench_models", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_backend_and_channels_last_rows(tmp_path, monkeypatch):
+    """Each row's measurements see its environment and memory format; the variant rows follow the eager row."""
+    bench = _load_benchmark()
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    calls = []
+
+    def fake_measure(model, mode, batch, res, device, args, iters=None, channels_last=False):
+        weights = [p for p in model.parameters() if p.dim() == 4]
+        # 1x1 and depthwise kernels are contiguous in both formats: some kernel must tell them apart
+        weights_cl = all(w.is_contiguous(memory_format=torch.channels_last) for w in weights) and not all(
+            w.is_contiguous() for w in weights
+        )
+        calls.append((mode, res, os.environ.get(ENV_VAR), channels_last, weights_cl))
+        return {"img_s": 1.0, "mem": float("nan")}
+
+    monkeypatch.setattr(bench, "_measure", fake_measure)
+    argv = ["--device", "cpu", "--quick", "--no-sweep", "--out", str(tmp_path), "--peers"]
+    argv += ["--official-dir", str(tmp_path / "none"), "--models", "ravlt_s", "van_b2"]
+    bench.main(argv)
+
+    assert os.environ.get(ENV_VAR) is None  # restored after the row
+    # 4 rows × (infer 64, train 64, infer 96); no official files, no CUDA-graph or compiled rows on the CPU
+    assert len(calls) == 12
+    rows = [calls[i : i + 3] for i in range(0, 12, 3)]
+    assert [[c[:2] for c in row] for row in rows] == [[("infer", 64), ("train", 64), ("infer", 96)]] * 4
+    envs = [{c[2] for c in row} for row in rows]
+    assert envs == [{None}, {"torch"}, {None}, {None}]
+    formats = [{c[3:] for c in row} for row in rows]
+    assert formats == [{(False, False)}, {(False, False)}, {(False, False)}, {(True, True)}]
+
+    table = (tmp_path / "models.md").read_text()
+    labels = [line.split(" | ")[:2] for line in table.splitlines() if line.startswith(("| ravlt_s", "| van_b2"))]
+    assert labels == [
+        ["| ravlt_s", "linzoo eager"],
+        ["| ravlt_s", "linzoo eager, backend torch"],
+        ["| van_b2", "linzoo eager"],
+        ["| van_b2", "linzoo eager channels_last"],
+    ]
+    assert f"sets {ENV_VAR}=torch around its measurements (torch backend)" in table
+
+
+def test_env_restores_previous_value(monkeypatch):
+    bench = _load_benchmark()
+    monkeypatch.setenv(ENV_VAR, "triton")
+    with bench._env(**{ENV_VAR: "torch"}):
+        assert os.environ[ENV_VAR] == "torch"
+    assert os.environ[ENV_VAR] == "triton"
+
+
+def test_any_size_peer_variant_and_img_size_fallback(monkeypatch):
+    """timm's any-size Swin takes 96 px; without any-size switches (as timm 1.0.29's Swin lacks
+    ``dynamic_img_size``) the model is rebuilt with ``img_size``, same weights, or a clear error where the size
+    changes parameter shapes."""
+    bench = _load_benchmark()
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    fixed = timm.create_model(SWIN).eval()
+
+    peer = bench.AnySizePeer(SWIN, fixed, cpu)
+    assert peer.kwargs.get("strict_img_size") is False  # the switch both timm 1.0.29 and 1.0.31 honour
+    assert peer(96) is peer.dynamic
+
+    monkeypatch.setattr(bench, "ANY_SIZE_KWARGS", {})
+    peer = bench.AnySizePeer(SWIN, fixed, cpu)
+    assert peer.dynamic is None
+    model = peer(256).eval()
+    assert model.patch_embed.img_size == (256, 256)
+    for key, value in fixed.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 256, 256)).shape == (1, 1000)
+    with pytest.raises(ValueError, match="img_size=96 changes parameter shapes"):
+        peer(96)  # 3×3 last-stage map: timm clips the 7×7 windows, so the bias tables change shape
+    assert (
+        peer.note()
+        == f"{SWIN}: the high-resolution column and the sweep use the model built with img_size=<res> at 256 px."
+    )
