@@ -92,14 +92,15 @@ def list_linearizations() -> list[str]:
 
 
 def _target_model(pipe_or_model: Any) -> nn.Module:
-    unet = getattr(pipe_or_model, "unet", None)
-    if isinstance(unet, nn.Module):
-        return unet
+    for attr in ("unet", "transformer"):
+        denoiser = getattr(pipe_or_model, attr, None)
+        if isinstance(denoiser, nn.Module):
+            return denoiser
     if isinstance(pipe_or_model, nn.Module):
         return pipe_or_model
     raise ValueError(
-        "pipe_or_unet must be a diffusers pipeline with a `unet` or an nn.Module (a UNet2DConditionModel), got "
-        f"{type(pipe_or_model).__name__}"
+        "pipe_or_unet must be a diffusers pipeline with a `unet` or `transformer`, or an nn.Module (a "
+        f"UNet2DConditionModel, a FluxTransformer2DModel), got {type(pipe_or_model).__name__}"
     )
 
 
