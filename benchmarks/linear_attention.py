@@ -114,10 +114,8 @@ def _make_peers(case, dtype, compiled_ref):
     return (q, k, v), peers
 
 
-def _time(fn, inputs, mode, graph_under_us=100.0):
-    """(median ms of do_bench, CUDA-graph median ms or None)."""
-    from triton.testing import do_bench, do_bench_cudagraph
-
+def _runner(fn, inputs, mode):
+    """A no-argument closure running ``fn`` once: forward under inference mode, or forward + backward."""
     q, k, v = inputs
     if mode == "fwd":
 
@@ -129,11 +127,18 @@ def _time(fn, inputs, mode, graph_under_us=100.0):
         do = torch.randn(*q.shape[:-1], v.shape[-1], device="cuda", dtype=q.dtype)
 
         def run():
-            out = fn(qg, kg, vg)
-            return torch.autograd.grad(out, (qg, kg, vg), do)
+            return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
 
     run()
     torch.cuda.synchronize()
+    return run
+
+
+def _time(fn, inputs, mode, graph_under_us=100.0):
+    """(median ms of do_bench, CUDA-graph median ms or None)."""
+    from triton.testing import do_bench, do_bench_cudagraph
+
+    run = _runner(fn, inputs, mode)
     ms = do_bench(run, warmup=10, rep=40, return_mode="median")
     graph_ms = None
     if graph_under_us and ms * 1e3 < graph_under_us:
@@ -205,22 +210,7 @@ def _gpu_ms(fn, inputs, mode) -> float:
     """GPU time of one call (CUDA-graph replay: launch overhead removed), ms."""
     from triton.testing import do_bench_cudagraph
 
-    q, k, v = inputs
-    if mode == "fwd":
-
-        def run():
-            with torch.inference_mode():
-                return fn(q, k, v)
-    else:
-        qg, kg, vg = (t.detach().requires_grad_() for t in inputs)
-        do = torch.randn(*q.shape[:-1], v.shape[-1], device="cuda", dtype=q.dtype)
-
-        def run():
-            return torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), do)
-
-    run()
-    torch.cuda.synchronize()
-    return do_bench_cudagraph(run, rep=30, return_mode="median")
+    return do_bench_cudagraph(_runner(fn, inputs, mode), rep=30, return_mode="median")
 
 
 def tune(compiled_ref, budget_s: float = 150.0, out: Path | None = None) -> dict:

@@ -38,7 +38,10 @@ from .attention.linfusion import (
 )
 
 __all__ = [
+    "CLEAR_HUB_FILES",
+    "CLEAR_HUB_ID",
     "LinearizeResult",
+    "clear_state_dict",
     "enable_vae_tiling",
     "linearize",
     "linfusion_config",
@@ -398,6 +401,190 @@ def _remove_linfusion(model: nn.Module) -> int:
 
 
 register_linearization("linfusion", _apply_linfusion, _remove_linfusion)
+
+
+# ------------------------------------------------------------------------------------------------------- CLEAR
+
+#: official CLEAR checkpoints on the hub (huggingface.co/Huage001/CLEAR): file per (radius, down_factor).
+CLEAR_HUB_ID = "Huage001/CLEAR"
+CLEAR_HUB_FILES = {
+    (32, 1): "clear_local_32.safetensors",
+    (16, 1): "clear_local_16.safetensors",
+    (8, 1): "clear_local_8.safetensors",
+    (16, 4): "clear_local_16_down_4.safetensors",
+    (8, 4): "clear_local_8_down_4.safetensors",
+}
+#: what the official ``distill.py`` saves (and the released files hold): parameter names containing one of these.
+_CLEAR_KEY_PARTS = (".attn.to_q.", ".attn.to_k.", ".attn.to_v.", ".attn.to_out.", "spatial_weight")
+_CLEAR_ORIGINAL_ATTR = "_linzoo_clear_original"
+_CLEAR_HOOK_ATTR = "_linzoo_clear_hook"
+
+
+def _flux_attention_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    from diffusers.models.transformers.transformer_flux import FluxAttention
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, FluxAttention)]
+    if not layers:
+        raise ValueError(
+            f"pipe_or_unet must be a FluxTransformer2DModel or a pipeline holding one as `transformer`; "
+            f"{type(model).__name__} has no FluxAttention layers (CLEAR linearises FLUX)"
+        )
+    return layers
+
+
+def _is_clear_key(key: str) -> bool:
+    return any(part in key for part in _CLEAR_KEY_PARTS)
+
+
+def _clear_reference_keys(model: nn.Module, layers: Sequence[tuple[str, nn.Module]], down_factor: int) -> dict:
+    """Key -> shape of the official CLEAR file for ``model`` (``distill.py``'s filter over its state dict)."""
+    keys = {k: tuple(v.shape) for k, v in model.state_dict().items() if _is_clear_key(k)}
+    if down_factor > 1:
+        keys.update(
+            {f"{name}.processor.spatial_weight": (1, 1, 1, down_factor, 1, down_factor, 1) for name, _ in layers}
+        )
+    return keys
+
+
+def clear_state_dict(pipe_or_transformer: Any) -> dict[str, torch.Tensor]:
+    """The CLEAR weights of a FLUX transformer in the official layout (what ``distill.py`` saves):
+    ``transformer_blocks.{i}.attn.to_{q,k,v}.{weight,bias}``, ``...attn.to_out.0.*``,
+    ``single_transformer_blocks.{i}.attn.to_{q,k,v}.*`` and, for ``down_factor > 1``, ``...attn.processor.spatial_weight``."""
+    model = _target_model(pipe_or_transformer)
+    return {k: v for k, v in model.state_dict().items() if _is_clear_key(k)}
+
+
+def _resolve_clear_weights(weights: Any, radius: int, down_factor: int | None) -> tuple[dict[str, torch.Tensor], str]:
+    if isinstance(weights, Mapping):
+        return dict(weights), "state dict"
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(f"weights must be a path, a hub id, a state dict or None, got {type(weights).__name__}")
+    path = Path(weights)
+    if path.is_file():
+        return load_state_dict_file(path), str(weights)
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors"))
+        if len(files) != 1:
+            raise ValueError(f"weights folder {path} must hold exactly one .safetensors file, found {len(files)}")
+        return load_state_dict_file(files[0]), str(files[0])
+    if str(weights) == CLEAR_HUB_ID:
+        name = CLEAR_HUB_FILES.get((radius, down_factor or 1))
+        if name is None:
+            raise ValueError(
+                f"{CLEAR_HUB_ID} has no checkpoint for radius={radius}, down_factor={down_factor or 1}; "
+                f"published (radius, down_factor): {sorted(CLEAR_HUB_FILES)}"
+            )
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return load_state_dict_file(hf_hub_download(CLEAR_HUB_ID, name)), f"{CLEAR_HUB_ID}/{name}"
+        except Exception as err:  # offline, gated: say what was attempted
+            raise OSError(f"could not download {CLEAR_HUB_ID}/{name} from the Hugging Face hub: {err}") from err
+    raise ValueError(f"weights {str(weights)!r} is neither an existing file or folder nor {CLEAR_HUB_ID!r}")
+
+
+def _install_clear_hook(model: nn.Module, grid: Any) -> None:
+    """Forward pre-hook filling the processors' shared grid from ``img_ids`` on every transformer call."""
+    import inspect
+
+    from .attention.clear import grid_from_image_ids
+
+    params = list(inspect.signature(model.forward).parameters)
+    position = params.index("img_ids") if "img_ids" in params else None
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        img_ids = kwargs.get("img_ids")
+        if img_ids is None and position is not None and len(args) > position:
+            img_ids = args[position]
+        if img_ids is not None:
+            grid.height, grid.width = grid_from_image_ids(img_ids)
+
+    old = getattr(model, _CLEAR_HOOK_ATTR, None)
+    if old is not None:
+        old.remove()
+    setattr(model, _CLEAR_HOOK_ATTR, model.register_forward_pre_hook(hook, with_kwargs=True))
+
+
+def _apply_clear(
+    model: nn.Module,
+    weights: Any = None,
+    *,
+    source: Any = None,
+    radius: int | None = None,
+    down_factor: int | None = None,
+    proportional_attention: bool = False,
+    keep_originals: bool = True,
+    backend: str = "auto",
+) -> LinearizeResult:
+    from .attention.clear import ClearAttnProcessor, ClearGrid
+
+    if radius is None:
+        raise ValueError("radius must be given for method='clear' (latent tokens; official checkpoints: 8, 16, 32)")
+    layers = _flux_attention_layers(model)
+    names = [n for n, _ in layers]
+    state, description = None, None
+    if weights is not None:
+        state, description = _resolve_clear_weights(weights, radius, down_factor)
+        pooled = [v for k, v in state.items() if k.endswith("processor.spatial_weight")]
+        found = int(pooled[0].shape[3]) if pooled and pooled[0].dim() == 7 else 1
+        if down_factor is None:
+            down_factor = found
+        elif down_factor != found:
+            raise ValueError(f"down_factor={down_factor} but the CLEAR weights {description!r} are for {found}")
+    down_factor = 1 if down_factor is None else down_factor
+    grid = ClearGrid()
+    processors = [
+        ClearAttnProcessor(radius, down_factor, grid, proportional_attention, backend) for _ in layers
+    ]  # validates radius / down_factor / backend before anything changes
+    if state is not None:
+        check_state_dict(
+            state, _clear_reference_keys(model, layers, down_factor), what=f"CLEAR weights {description!r}"
+        )
+
+    for (name, attn), processor in zip(layers, processors):
+        original = getattr(attn, _CLEAR_ORIGINAL_ATTR, None)
+        if original is None:
+            original = {"processor": attn.processor, "weights": {}}
+            setattr(attn, _CLEAR_ORIGINAL_ATTR, original)
+        if state is not None and keep_originals:
+            own = {k: v for k, v in attn.state_dict().items() if _is_clear_key(f".attn.{k}")}
+            for key, value in own.items():
+                original["weights"].setdefault(key, value.detach().to("cpu", copy=True))
+        processor.to(device=attn.to_q.weight.device)
+        attn.set_processor(processor)
+    _install_clear_hook(model, grid)
+    if state is not None:
+        own = model.state_dict(keep_vars=True)
+        with torch.no_grad():
+            for key, value in state.items():
+                own[key].copy_(value)
+    return LinearizeResult("clear", len(layers), names, description)
+
+
+def _remove_clear(model: nn.Module) -> int:
+    from diffusers.models.transformers.transformer_flux import FluxAttention, FluxAttnProcessor
+
+    count = 0
+    for _, attn in model.named_modules():
+        original = getattr(attn, _CLEAR_ORIGINAL_ATTR, None) if isinstance(attn, FluxAttention) else None
+        if original is None:
+            continue
+        attn.set_processor(original["processor"] if original["processor"] is not None else FluxAttnProcessor())
+        if original["weights"]:
+            own = attn.state_dict(keep_vars=True)
+            with torch.no_grad():
+                for key, value in original["weights"].items():
+                    own[key].copy_(value)
+        delattr(attn, _CLEAR_ORIGINAL_ATTR)
+        count += 1
+    hook = getattr(model, _CLEAR_HOOK_ATTR, None)
+    if hook is not None:
+        hook.remove()
+        delattr(model, _CLEAR_HOOK_ATTR)
+    return count
+
+
+register_linearization("clear", _apply_clear, _remove_clear)
 
 
 # --------------------------------------------------------------------------------------------- high resolution
