@@ -1,9 +1,10 @@
 """Diffusers-compatible linear diffusion models, attention processors and pipelines."""
 
-# LinFusion / linearisation of existing pipelines (diffusion/linearize.py, diffusion/attention/)
-from .attention import LinFusionAttnProcessor, LinzooAttnProcessor  # noqa: F401
+# LinFusion and CLEAR: linearisation of existing pipelines (diffusion/linearize.py, diffusion/attention/)
+from .attention import ClearAttnProcessor, LinFusionAttnProcessor, LinzooAttnProcessor  # noqa: F401
 from .linearize import (  # noqa: F401
     LinearizeResult,
+    clear_state_dict,
     enable_vae_tiling,
     linearize,
     linfusion_state_dict,

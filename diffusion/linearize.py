@@ -1,6 +1,13 @@
 """Linearise the attention of an existing diffusers model in place: ``linearize(pipe, method="linfusion")``.
 
-Methods are registered by name (:func:`register_linearization`); ``"linfusion"`` ships here. LinFusion
+Methods are registered by name (:func:`register_linearization`); ``"linfusion"`` and ``"clear"`` ship here.
+
+CLEAR (arXiv 2412.16112) keeps the softmax attention of FLUX (``FluxTransformer2DModel``, or a ``FluxPipeline``'s
+``transformer``) and restricts every image query to the text tokens plus a circular window of radius ``r`` on the
+latent grid (see :mod:`linzoo.diffusion.attention.clear`); ``weights=`` loads the official files
+(``Huage001/CLEAR``: ``clear_local_{8,16,32}.safetensors``, ``clear_local_{8,16}_down_4.safetensors``) key-for-key.
+
+LinFusion
 (arXiv 2409.02097) swaps the self-attention (``attn1``) of every transformer block of a Stable Diffusion 1.5 /
 2.1 / XL ``UNet2DConditionModel`` for generalized linear attention (see
 :mod:`linzoo.diffusion.attention.linfusion`): the diffusers ``Attention`` module and its ``to_q/to_k/to_v/to_out``
@@ -124,6 +131,11 @@ def linearize(pipe_or_unet: Any, method: str = "linfusion", weights: Any = None,
             them exactly), ``zero_init`` (default True: the projections' last layers start at zero, so the
             model starts from the inherited weights; False keeps PyTorch's default init, as the official
             script does since its commit 1b07891) and ``backend`` (kernel backend).
+            CLEAR (``method="clear"``, FLUX) takes ``radius`` (required, latent tokens: 8, 16 or 32 for the
+            official weights), ``down_factor`` (None: from the weights, else 1; 4 for the ``*_down_4`` files),
+            ``proportional_attention`` (the official length-dependent scale), ``keep_originals`` and ``backend``;
+            its ``weights`` are an official file or folder, a state dict in that layout, or ``"Huage001/CLEAR"``
+            (the file for ``radius``/``down_factor`` is downloaded).
 
     Returns:
         :class:`LinearizeResult` with the number of layers replaced (``int(result)``).
@@ -447,9 +459,12 @@ def _clear_reference_keys(model: nn.Module, layers: Sequence[tuple[str, nn.Modul
 
 
 def clear_state_dict(pipe_or_transformer: Any) -> dict[str, torch.Tensor]:
-    """The CLEAR weights of a FLUX transformer in the official layout (what ``distill.py`` saves):
-    ``transformer_blocks.{i}.attn.to_{q,k,v}.{weight,bias}``, ``...attn.to_out.0.*``,
-    ``single_transformer_blocks.{i}.attn.to_{q,k,v}.*`` and, for ``down_factor > 1``, ``...attn.processor.spatial_weight``."""
+    """The CLEAR weights of a FLUX transformer in the official layout (what ``distill.py`` saves).
+
+    Keys: ``transformer_blocks.{i}.attn.to_{q,k,v}.{weight,bias}``, ``...attn.to_out.0.*``,
+    ``single_transformer_blocks.{i}.attn.to_{q,k,v}.*`` and, for ``down_factor > 1``,
+    ``...attn.processor.spatial_weight``.
+    """
     model = _target_model(pipe_or_transformer)
     return {k: v for k, v in model.state_dict().items() if _is_clear_key(k)}
 
@@ -541,16 +556,17 @@ def _apply_clear(
             state, _clear_reference_keys(model, layers, down_factor), what=f"CLEAR weights {description!r}"
         )
 
-    for (name, attn), processor in zip(layers, processors):
+    for (_, attn), processor in zip(layers, processors):
         original = getattr(attn, _CLEAR_ORIGINAL_ATTR, None)
         if original is None:
             original = {"processor": attn.processor, "weights": {}}
             setattr(attn, _CLEAR_ORIGINAL_ATTR, original)
         if state is not None and keep_originals:
-            own = {k: v for k, v in attn.state_dict().items() if _is_clear_key(f".attn.{k}")}
+            own = {k: v for k, v in attn.state_dict().items() if k.startswith(("to_q.", "to_k.", "to_v.", "to_out."))}
             for key, value in own.items():
-                original["weights"].setdefault(key, value.detach().to("cpu", copy=True))
-        processor.to(device=attn.to_q.weight.device)
+                kept = value.detach().clone() if value.is_meta else value.detach().to("cpu", copy=True)
+                original["weights"].setdefault(key, kept)
+        processor.to(device=attn.to_q.weight.device, dtype=attn.to_q.weight.dtype)
         attn.set_processor(processor)
     _install_clear_hook(model, grid)
     if state is not None:

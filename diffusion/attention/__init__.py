@@ -1,6 +1,7 @@
 """Attention processors for diffusers' ``Attention`` modules, computing attention through :mod:`linzoo.kernels`."""
 
 from .base import LinzooAttnProcessor, iter_attention_modules
+from .clear import ClearAttnProcessor, ClearGrid, clear_attention, grid_from_image_ids
 from .linfusion import (
     LINFUSION_EPS,
     LinFusionAttnProcessor,
@@ -11,11 +12,15 @@ from .linfusion import (
 )
 
 __all__ = [
+    "ClearAttnProcessor",
+    "ClearGrid",
     "LINFUSION_EPS",
     "LinFusionAttnProcessor",
     "LinFusionProjection",
     "LinzooAttnProcessor",
     "add_linfusion_projections",
+    "clear_attention",
+    "grid_from_image_ids",
     "has_linfusion_projections",
     "iter_attention_modules",
     "remove_linfusion_projections",
