@@ -86,6 +86,7 @@ def _official_module():
     """The official ``models.softmax_free_vision_transformer`` module, or skip when no extracted copy exists."""
     if not (OFFICIAL_DIR / "models" / "softmax_free_vision_transformer.py").is_file():
         pytest.skip(f"official SOFT code not extracted to {OFFICIAL_DIR}")
+    pytest.importorskip("einops", reason="the official SOFT code imports einops (not a linzoo dependency)")
     name = "_soft_official_models"
     if name in sys.modules:
         return sys.modules[f"{name}.softmax_free_vision_transformer"]
