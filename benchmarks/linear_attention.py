@@ -106,7 +106,8 @@ def _make_peers(case, dtype, compiled_ref):
 
         peers[name] = sdpa
     try:  # flash-bidirectional-linear-attention (never committed; carried only for a benchmark run)
-        from flash_bla import linear_attention as fbla  # type: ignore
+        # flash_bla has no top-level exports: its op lives in flash_bla.ops.linear_attn.fused
+        from flash_bla.ops.linear_attn.fused import linear_attention as fbla  # type: ignore
 
         peers["flash_bla"] = lambda q, k, v: fbla(F.elu(q) + 1, F.elu(k) + 1, v)
     except Exception as exc:  # any failure just marks the peer n/a

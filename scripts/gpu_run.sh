@@ -4,7 +4,8 @@
 #
 # From this machine (the device tool copies the repo; .whl/ and .official/ are git-ignored, so carry them):
 #   scripts/fetch_device_wheels.sh            # once: wheels the device lacks (diffusers, omegaconf, ...)
-#   run(command="bash scripts/gpu_run.sh [--quick] [STEP...]", carry=[".whl", ".official"], timeout_s=600)
+#   scripts/fetch_device_peers.sh            # optional: benchmark peers (flash_bla) into .peers/
+#   run(command="bash scripts/gpu_run.sh [--quick] [STEP...]", carry=[".whl", ".official", ".peers"], timeout_s=600)
 # Then unpack: tar -xzf <files_at>/results.tgz -C docs/benchmarks/
 # STEPs (default: all): tests kernels (= la na) models profile lit linfusion
 # Budgets and options by environment: TESTS_BUDGET, TESTS_PATHS (e.g. tests/kernels), TESTS_ARGS (e.g. -n 6), LA_BUDGET, LA_ARGS,
@@ -29,6 +30,8 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# benchmark peers carried for the run only (scripts/fetch_device_peers.sh; never committed)
+for d in .peers/*/; do [ -d "$d" ] && export PYTHONPATH="$PWD/${d%/}${PYTHONPATH:+:$PYTHONPATH}"; done
 # linzoo.<x> -> <x>/ without installing (an editable install fails there without network for build deps).
 mkdir -p /tmp/lz/linzoo
 for f in vision diffusion kernels train weights configs; do ln -sfn "$PWD/$f" "/tmp/lz/linzoo/$f"; done
