@@ -1,11 +1,14 @@
 """Attention ops shared by the zoo: a PyTorch reference beside each fused Triton kernel.
 
-Every public op takes ``backend="auto" | "triton" | "torch"`` (``auto``: the env var
-``LINZOO_KERNEL_BACKEND``, else Triton on CUDA, else the reference) and is a ``torch.library`` custom
-op with a fake implementation and autograd.
+The attention ops with a Triton kernel (linear, neighborhood and window attention) take
+``backend="auto" | "triton" | "torch"`` (``auto``: the env var ``LINZOO_KERNEL_BACKEND``, else Triton on CUDA,
+else the reference) and are ``torch.library`` custom ops with a fake implementation and autograd.
+``bidirectional_gla`` (ViG) has no Triton kernel yet: it is a chunked PyTorch scan beside its recurrent
+reference.
 """
 
 from ._backend import BACKENDS, ENV_VAR, resolve_backend, triton_available
+from .gla import bidirectional_gla
 from .linear_attention import linear_attention, linear_attention_reference
 from .neighborhood_attention import neighborhood_attention_2d, neighborhood_attention_2d_reference
 from .rope import apply_rope, rope_2d, rope_2d_frequencies
@@ -20,6 +23,7 @@ __all__ = [
     "BACKENDS",
     "ENV_VAR",
     "apply_rope",
+    "bidirectional_gla",
     "linear_attention",
     "linear_attention_reference",
     "neighborhood_attention_2d",
