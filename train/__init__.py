@@ -17,6 +17,9 @@ _EXPORTS = {
     "LearningCurves": "callbacks",
     "LinzooCheckpoint": "callbacks",
     "AppendingCSVLogger": "callbacks",
+    "DetectionModule": "detection",
+    "CocoDetectionDataModule": "detection",
+    "SyntheticCocoDataModule": "detection",
 }
 
 __all__ = sorted(_EXPORTS)

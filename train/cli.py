@@ -207,7 +207,7 @@ def run_lightning(args: list[str] | None, run: bool = True) -> Any:
 
     import linzoo.vision  # noqa: F401  (registers linzoo's models with timm)
 
-    from . import classification, data  # noqa: F401  (short class names resolve in YAML)
+    from . import classification, data, detection  # noqa: F401  (short class names resolve in YAML)
 
     cli_class = _lightning_cli_class()
     return cli_class(
