@@ -318,7 +318,13 @@ class ClassificationModule(pl.LightningModule):
         )
         if hp.scheduler in (None, "none"):
             return {"optimizer": optimizer}
-        total_steps = int(self.trainer.estimated_stepping_batches)
+        estimated = self.trainer.estimated_stepping_batches
+        if math.isinf(estimated):
+            raise ValueError(
+                f"scheduler={hp.scheduler!r} needs a finite run: set trainer.max_epochs or trainer.max_steps "
+                "(or scheduler: none)"
+            )
+        total_steps = int(estimated)
         steps_per_epoch = max(1, math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches))
         num_epochs = max(1, math.ceil(total_steps / steps_per_epoch))
         if not 0 <= hp.cooldown_epochs < num_epochs:

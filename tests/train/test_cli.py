@@ -126,3 +126,15 @@ def test_missing_data_root_names_the_layout(tmp_path: Path) -> None:
     (tmp_path / "imagenet" / "val").mkdir()
     with pytest.raises(FileNotFoundError, match="no class sub-folders"):
         ImageFolderDataModule(root=str(tmp_path / "imagenet"))
+
+
+def test_scheduler_needs_a_finite_run() -> None:
+    """An unbounded run (no max_epochs, no max_steps) with a schedule is a clear error, not an OverflowError."""
+    from types import SimpleNamespace
+
+    from linzoo.train.classification import ClassificationModule
+
+    module = ClassificationModule(model_name="ravlt_t", num_classes=3, scheduler="cosine")
+    module._trainer = SimpleNamespace(estimated_stepping_batches=float("inf"))
+    with pytest.raises(ValueError, match="max_epochs or trainer.max_steps"):
+        module.configure_optimizers()
