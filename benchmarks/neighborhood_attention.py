@@ -316,8 +316,8 @@ def run_case(c: Case, device, dtype, bench, args, flex, deadline) -> None:
                 try:  # leave the device usable for the next timings
                     torch.cuda.synchronize()
                     torch.cuda.empty_cache()
-                except Exception:
-                    pass
+                except Exception as cleanup:  # a sticky CUDA error: the row says so, the next timings will show it
+                    res[f"{key}/{mode}/graph"] += f"; cleanup failed: {why(cleanup, 40)}"
 
     def timed(key, f, with_bwd=True, graph=False):
         mode, out = "fwd", None

@@ -306,8 +306,9 @@ class ImageClassificationDataModule(pl.LightningDataModule):
 
     # -- to implement ---------------------------------------------------------------------------------
     def build_datasets(self) -> tuple[Dataset, Dataset, list[str]]:
-        """Return ``(train, val, class_names)``; the datasets yield ``(PIL image, label)``."""
-        raise NotImplementedError
+        """Return ``(train, val, class_names)``; the datasets yield ``(PIL image, label)`` (defined by each subclass:
+        image folders, the digits demo)."""
+        raise NotImplementedError(f"{type(self).__name__} must define build_datasets()")
 
     # -- shared ---------------------------------------------------------------------------------------
     @property

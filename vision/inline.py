@@ -704,7 +704,8 @@ class _StagedBase(_InLineBase):
     norm: nn.Module
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Patch embedding (+ position embedding) before the first stage: defined by each staged InLine model."""
+        raise NotImplementedError(f"{type(self).__name__} must define _stem()")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_image_input(x, self.in_chans)

@@ -68,8 +68,10 @@ class LinzooAttnProcessor:
         value: torch.Tensor,
         attention_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Attention on ``query (B, H, N, D)``, ``key (B, H, M, D)``, ``value (B, H, M, Dv)`` -> ``(B, H, N, Dv)``."""
-        raise NotImplementedError
+        """Attention on ``query (B, H, N, D)``, ``key (B, H, M, D)``, ``value (B, H, M, Dv)`` -> ``(B, H, N, Dv)``.
+
+        The hook every processor subclass defines (LinFusion, CLEAR); the base class has no attention of its own."""
+        raise NotImplementedError(f"{type(self).__name__} must define attend()")
 
     def __call__(
         self,

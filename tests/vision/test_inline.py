@@ -220,7 +220,7 @@ def _save_official(path, state_dict):
     config = types.ModuleType("yacs.config")
 
     class CfgNode(dict):
-        pass
+        """Stand-in for yacs' CfgNode (a dict subclass) so the checkpoint pickles under its real name."""
 
     CfgNode.__module__, CfgNode.__qualname__ = "yacs.config", "CfgNode"
     config.CfgNode = CfgNode

@@ -44,7 +44,7 @@ def test_yacs_config_is_allowed_without_yacs_installed(tmp_path, monkeypatch):
     config = types.ModuleType("yacs.config")
 
     class CfgNode(dict):
-        pass
+        """Stand-in for yacs' CfgNode (a dict subclass) so the checkpoint pickles under its real name."""
 
     CfgNode.__module__ = "yacs.config"
     CfgNode.__qualname__ = "CfgNode"
