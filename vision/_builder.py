@@ -19,6 +19,7 @@ from linzoo.weights import check_state_dict, get_checkpoint, load_state_dict_fil
 
 __all__ = [
     "base_cfg",
+    "unwrap_checkpoint",
     "build_linzoo_model",
     "check_image_input",
     "is_linzoo_model",
@@ -30,9 +31,37 @@ _logger = logging.getLogger(__name__)
 
 # The kernel ops validate shapes in Python and dispatch to custom ops; FX (timm's feature extraction) must
 # treat them as leaves rather than trace into them. Same for the RoPE table, which depends on the grid size.
-for _name in ("linear_attention", "neighborhood_attention_2d", "window_attention_2d", "rope_2d"):
+for _name in ("linear_attention", "neighborhood_attention_2d", "window_attention_2d", "rope_2d", "bidirectional_gla"):
     if hasattr(linzoo.kernels, _name):
         register_notrace_function(getattr(linzoo.kernels, _name))
+
+
+def unwrap_checkpoint(
+    state_dict: dict[str, Any],
+    containers: tuple[str, ...] = ("model",),
+    prefixes: tuple[str, ...] = ("module.",),
+    tensors_only: bool = True,
+) -> dict[str, Any]:
+    """The weights of an official training checkpoint, with wrapper prefixes removed.
+
+    Takes the first entry of ``containers`` that holds a dict (``model``, ``state_dict``, ``state_dict_ema``...;
+    a bare state dict is used as is), drops non-tensor entries when ``tensors_only``, and strips each of
+    ``prefixes`` in turn from the start of a key (``module.`` from DDP, ``backbone.`` from detection configs).
+    Each family's ``checkpoint_filter_fn`` starts with this and then applies its own renames and resizes.
+    """
+    for name in containers:
+        if isinstance(state_dict.get(name), dict):
+            state_dict = state_dict[name]
+            break
+    out = {}
+    for key, value in state_dict.items():
+        if tensors_only and not isinstance(value, torch.Tensor):
+            continue
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        out[key] = value
+    return out
 
 
 @register_notrace_function

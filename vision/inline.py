@@ -45,7 +45,7 @@ from torch.utils.checkpoint import checkpoint
 
 from linzoo.kernels import linear_attention, window_attention_2d
 
-from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file
+from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file, unwrap_checkpoint
 
 __all__ = ["InLineCSwin", "InLineDeiT", "InLinePVT", "InLineSwin", "checkpoint_filter_fn"]
 
@@ -1164,13 +1164,10 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
     resizes Swin relative-position tables to another window, and takes the Swin ``relative_position_index``
     / ``attn_mask`` buffers from the model (they depend only on its window and default resolution).
     """
-    if "model" in state_dict and isinstance(state_dict["model"], dict):
-        state_dict = state_dict["model"]
+    state_dict = unwrap_checkpoint(state_dict, tensors_only=False)
     own = model.state_dict()
     out = {}
     for key, value in state_dict.items():
-        if key.startswith("module."):
-            key = key[len("module.") :]
         if key.endswith(("relative_position_index", "attn_mask")):
             if key in own:
                 out[key] = own[key]

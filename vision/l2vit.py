@@ -44,7 +44,7 @@ from torch import nn
 
 from linzoo.kernels import linear_attention, window_attention_2d
 
-from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file
+from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file, unwrap_checkpoint
 
 __all__ = ["L2ViT", "checkpoint_filter_fn"]
 
@@ -475,17 +475,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module) -> dict[s
     (``{"model", "model_ema", "optimizer", "args", ...}``: the raw ``model`` copy, which the README's eval
     uses; pass ``model_ema`` yourself through ``load_pretrained_file(..., state_dict_key="model_ema")`` for the
     EMA copy) and drops ``module.`` (DDP) / ``backbone.`` (detection) prefixes."""
-    if "model" in state_dict and isinstance(state_dict["model"], dict):
-        state_dict = state_dict["model"]
-    out = {}
-    for k, v in state_dict.items():
-        if not isinstance(v, torch.Tensor):
-            continue
-        for prefix in ("module.", "backbone."):
-            if k.startswith(prefix):
-                k = k[len(prefix) :]
-        out[k] = v
-    return out
+    return unwrap_checkpoint(state_dict, prefixes=("module.", "backbone."))
 
 
 def _create_l2vit(variant: str, pretrained: bool = False, **kwargs: Any) -> L2ViT:

@@ -31,7 +31,7 @@ from torch.utils.checkpoint import checkpoint
 
 from linzoo.kernels import linear_attention, rope_2d
 
-from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file
+from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file, unwrap_checkpoint
 from .layers.fused import conv1x1_nhwc, layer_scale_add, rope_full_tables, rotate_pairs
 
 __all__ = ["RAVLT"]
@@ -496,15 +496,7 @@ class RAVLT(nn.Module):
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: RAVLT) -> dict[str, torch.Tensor]:
     """Official RAVLT checkpoints already use our keys; unwrap training dicts and detection prefixes."""
-    if "model" in state_dict and isinstance(state_dict["model"], dict):
-        state_dict = state_dict["model"]
-    out = {}
-    for key, value in state_dict.items():
-        for prefix in ("module.", "backbone."):
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-        out[key] = value
-    return out
+    return unwrap_checkpoint(state_dict, prefixes=("module.", "backbone."), tensors_only=False)
 
 
 def _create_ravlt(variant: str, pretrained: bool = False, **kwargs: Any) -> RAVLT:

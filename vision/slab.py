@@ -52,7 +52,7 @@ from torch.utils.checkpoint import checkpoint
 
 from linzoo.kernels import linear_attention, window_attention_2d
 
-from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file
+from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file, unwrap_checkpoint
 from .layers.prepbn import (
     ChannelAffine,
     LinearNorm,
@@ -1439,15 +1439,10 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
     ``positional_encoding`` and ``pos_embed`` to a model built for another ``img_size`` (bicubic, as the official
     loader; PVT's ``pos_embed`` bilinear as its forward).
     """
-    if "model" in state_dict and isinstance(state_dict["model"], dict):
-        state_dict = state_dict["model"]
+    state_dict = unwrap_checkpoint(state_dict)
     own = model.state_dict()
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        if key.startswith("module."):
-            key = key[len("module.") :]
         if key in own and key.endswith(_RECOMPUTED):
             value = own[key]
         elif key in own and value.shape != own[key].shape and value.dim() == 3:

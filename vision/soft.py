@@ -61,7 +61,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file
+from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file, unwrap_checkpoint
 
 __all__ = ["SOFT", "checkpoint_filter_fn", "gaussian_kernel", "newton_inverse", "newton_inverse_norm"]
 
@@ -641,19 +641,7 @@ class SOFT(nn.Module):
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Official SOFT checkpoint -> this model. The layouts are equal; this unwraps a timm ``CheckpointSaver`` file
     (the EMA copy ``state_dict_ema`` first, as the official ``--eval``) and drops ``module.`` / ``backbone.``."""
-    for key in ("state_dict_ema", "state_dict", "model"):
-        if isinstance(state_dict.get(key), dict):
-            state_dict = state_dict[key]
-            break
-    out = {}
-    for k, v in state_dict.items():
-        if not isinstance(v, torch.Tensor):
-            continue
-        for prefix in ("module.", "backbone."):
-            if k.startswith(prefix):
-                k = k[len(prefix) :]
-        out[k] = v
-    return out
+    return unwrap_checkpoint(state_dict, ("state_dict_ema", "state_dict", "model"), ("module.", "backbone."))
 
 
 def _create_soft(variant: str, pretrained: bool = False, **kwargs: Any) -> SOFT:

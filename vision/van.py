@@ -43,7 +43,7 @@ from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file
+from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file, unwrap_checkpoint
 from .layers.folding import (
     DerivedTensorCache,
     at_least_fp32,
@@ -457,14 +457,7 @@ class VAN(nn.Module):
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Official VAN checkpoint -> this model. The layouts are equal; this only unwraps a training checkpoint
     (``{"state_dict": ..., "optimizer": ..., "args": ...}``) and drops a DDP ``module.`` prefix."""
-    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
-        state_dict = state_dict["state_dict"]
-    out = {}
-    for k, v in state_dict.items():
-        if not isinstance(v, torch.Tensor):
-            continue
-        out[k[len("module.") :] if k.startswith("module.") else k] = v
-    return out
+    return unwrap_checkpoint(state_dict, containers=("state_dict",))
 
 
 def _create_van(variant: str, pretrained: bool = False, **kwargs: Any) -> VAN:

@@ -43,20 +43,18 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, RmsNorm, calculate_drop_path_rates, resample_abs_pos_embed, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
-from timm.models._features_fx import register_notrace_function
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from linzoo.kernels.gla import bidirectional_gla
 
-from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file
+from ._builder import base_cfg, build_linzoo_model, check_image_input, load_pretrained_file, unwrap_checkpoint
 
 __all__ = ["GLABlock", "GatedLinearAttention2d", "HierGLABlock", "HierViG", "ViG", "checkpoint_filter_fn"]
 
 _HF = "https://huggingface.co/hustvl/ViG/resolve/main/"
 
 # FX (timm's feature extraction) must treat the scan as a leaf: its chunk loop depends on the sequence length.
-register_notrace_function(bidirectional_gla)
 
 
 class GatedLinearAttention2d(nn.Module):
@@ -681,17 +679,10 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
     (bicubic) when the model's table grid (``img_size // 16``) differs from the checkpoint's; for ViG-H it applies the
     official legacy renames (``patch_embed.proj/norm``, ``ln_1``, ``self_attention``, top-level ``norm`` / ``head``)
     and flattens 1x1-conv weights ``(out, in, 1, 1)`` stored for its 1x1 linear layers."""
-    for key in ("model", "state_dict", "model_ema", "state_dict_ema"):
-        if isinstance(state_dict.get(key), dict):
-            state_dict = state_dict[key]
-            break
+    state_dict = unwrap_checkpoint(state_dict, containers=("model", "state_dict", "model_ema", "state_dict_ema"))
     own = model.state_dict()
     out = {}
     for k, v in state_dict.items():
-        if not isinstance(v, torch.Tensor):
-            continue
-        if k.startswith("module."):
-            k = k[len("module.") :]
         if isinstance(model, HierViG):
             for pattern, repl in _LEGACY_H:
                 k = pattern.sub(repl, k)
