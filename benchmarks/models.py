@@ -389,6 +389,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", nargs="*", default=None, help="models also timed under torch.compile")
     parser.add_argument("--compile-train", nargs="*", default=["ravlt_s"], help="...including the training step")
     parser.add_argument(
+        "--compile-hi", nargs="*", default=[], help="...and the high-resolution column (one more compilation)"
+    )
+    parser.add_argument(
         "--backend-rows",
         nargs="*",
         default=["ravlt_s"],
@@ -564,6 +567,8 @@ def main(argv: list[str] | None = None) -> None:
         dynamo_utils.counters.clear()
         compiled = torch.compile(ours.to(device), dynamic=False)
         modes = {"infer_lo": "infer", **({"train_lo": "train"} if train else {})}
+        if name in args.compile_hi:
+            modes["infer_hi"] = "infer"
         run(label, name, compiled, "ours", budget_kind, modes)
         breaks = sum(dynamo_utils.counters["graph_break"].values())
         if rows[-1]["infer_lo"] != SKIPPED:
