@@ -6,8 +6,10 @@ linzoo eager; for the ``--backend-rows`` models (default ravlt_s) linzoo eager w
 ``--channels-last-rows`` models (default van_b2) linzoo eager with model and input in
 ``torch.channels_last`` (inference and training); linzoo eager + CUDA graph (inference: the forward captured once
 on a static input and replayed, no compilation); the official implementation with the same weights; then the
-timm peers; then torch.compile rows (inference for every family, the training step for ``--compile-train``)
-last, since each costs ~1 min of compilation. Measured with bf16 autocast on one GPU: inference img/s at 224
+timm peers; then torch.compile rows (inference for every family, the training step for ``--compile-train``,
+1024 px for ``--compile-hi``, and for ``--compile-graphs`` (default ravlt_s) the same under
+``mode="reduce-overhead"``, which replays the compiled steps, training included, as CUDA graphs) last, since each
+costs ~1 min of compilation. Measured with bf16 autocast on one GPU: inference img/s at 224
 (batch 64), training img/s at 224 (batch 64; forward + backward + SGD step), inference img/s and peak memory at
 1024 (batch 4), and a resolution sweep 224…2048 (batch 1) for the plots (eager, official and peer rows). The
 official model's logits are compared with ours in fp32 before timing, so the rows time the same function.
@@ -282,12 +284,15 @@ def _measure(
     args,
     iters: tuple[int, int] | None = None,
     channels_last: bool = False,
+    graph_steps: bool = False,
 ) -> dict:
     """img/s and peak memory (MiB) of ``mode``: "infer", "graph" (CUDA-graph replay of inference) or "train".
 
     ``iters``: (warm-up, timed) calls, default ``(args.warmup, args.iters)``. ``channels_last``: the input in
-    ``torch.channels_last`` (the model is converted by the caller).
+    ``torch.channels_last`` (the model is converted by the caller). ``graph_steps``: the model was compiled with
+    ``mode="reduce-overhead"``; each step starts with ``torch.compiler.cudagraph_mark_step_begin()``.
     """
+    mark = torch.compiler.cudagraph_mark_step_begin if graph_steps else (lambda: None)
     x = torch.randn(batch, 3, res, res, device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -299,6 +304,7 @@ def _measure(
             model.eval()
 
             def step():
+                mark()
                 with torch.inference_mode(), _autocast(device):
                     return model(x)
         elif mode == "graph":
@@ -309,6 +315,7 @@ def _measure(
             opt = torch.optim.SGD(model.parameters(), lr=1e-4)
 
             def step():
+                mark()
                 with _autocast(device):
                     loss = model(x).float().square().mean()
                 loss.backward()
@@ -389,6 +396,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", nargs="*", default=None, help="models also timed under torch.compile")
     parser.add_argument("--compile-train", nargs="*", default=["ravlt_s"], help="...including the training step")
     parser.add_argument(
+        "--compile-graphs",
+        nargs="*",
+        default=["ravlt_s"],
+        help="models also timed under torch.compile(mode='reduce-overhead') (CUDA graphs; training too if in "
+        "--compile-train)",
+    )
+    parser.add_argument(
         "--compile-hi", nargs="*", default=[], help="...and the high-resolution column (one more compilation)"
     )
     parser.add_argument(
@@ -448,6 +462,7 @@ def main(argv: list[str] | None = None) -> None:
         hi_model: Callable[[int], nn.Module] | None = None,
         env: dict[str, str] | None = None,
         channels_last: bool = False,
+        graph_steps: bool = False,
     ) -> None:
         """One table row; ``modes`` maps the columns infer_lo / train_lo / infer_hi to a _measure mode.
 
@@ -473,7 +488,9 @@ def main(argv: list[str] | None = None) -> None:
                 target = place(hi_model(res) if hi and hi_model is not None else model)
             except Exception as err:  # no model of this peer runs at this size
                 return _error_cell(err)
-            return _measure(target, mode, batch, res, device, args, iters, channels_last=channels_last)
+            return _measure(
+                target, mode, batch, res, device, args, iters, channels_last=channels_last, graph_steps=graph_steps
+            )
 
         row = {"family": family, "impl": label, "kind": kind, "infer_lo": "-", "train_lo": "-", "infer_hi": "-"}
         row["mem_hi"] = "-"
@@ -574,7 +591,15 @@ def main(argv: list[str] | None = None) -> None:
         if rows[-1]["infer_lo"] != SKIPPED:
             notes.append(f"{name}: torch.compile graph breaks = {breaks}")
             report()
-        del compiled, ours
+        del compiled
+        if name in args.compile_graphs and device.type == "cuda":
+            # the launch-bound case: the compiled step still launches ~700 (inference) / ~2,300 (training) kernels
+            importlib.import_module("torch._dynamo").reset()
+            graphed = torch.compile(ours, mode="reduce-overhead", dynamic=False)
+            label = "linzoo compiled + CUDA graphs"
+            run(label, name, graphed, "ours", budget_kind, modes, graph_steps=True)
+            del graphed
+        del ours
 
 
 _COLS = ("infer_lo", "train_lo", "infer_hi")

@@ -30,7 +30,7 @@ def test_backend_and_channels_last_rows(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
     calls = []
 
-    def fake_measure(model, mode, batch, res, device, args, iters=None, channels_last=False):
+    def fake_measure(model, mode, batch, res, device, args, iters=None, channels_last=False, graph_steps=False):
         weights = [p for p in model.parameters() if p.dim() == 4]
         # 1x1 and depthwise kernels are contiguous in both formats: some kernel must tell them apart
         weights_cl = all(w.is_contiguous(memory_format=torch.channels_last) for w in weights) and not all(
