@@ -203,6 +203,13 @@ def bare_launch(results: list, profiles: dict) -> None:
         row["CompiledKernel runner host µs"] = host_us(runner_launch, calls=200)
     except Exception as err:  # the runner's argument convention differs between Triton versions
         row["CompiledKernel runner host µs"] = f"error: {type(err).__name__}: {str(err)[:100]}"
+    from linzoo.kernels._launch import launch
+
+    def cached_launch():
+        launch(many_args, (8,), x, *ints, 0.5, 1.5, **consts)
+
+    cached_launch()
+    row["linzoo launch() host µs"] = host_us(cached_launch, calls=200)
     row["torch.empty(64) host µs"] = host_us(lambda: torch.empty(64, device="cuda"), calls=200)
     results.append(row)
     print(row, flush=True)

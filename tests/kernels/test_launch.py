@@ -1,0 +1,145 @@
+"""kernels/_launch.py: the cached launch path binds once per specialization and falls back where it must.
+
+The direct ``CompiledKernel.run`` launch needs a GPU (covered by every ``-m gpu`` kernel test, which run through
+it); here a stand-in kernel records what each path receives.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from linzoo.kernels import _launch
+
+
+class _Param:
+    def __init__(self, p: inspect.Parameter) -> None:
+        self.name = p.name
+        self.default = p.default
+        self.has_default = p.default is not inspect.Parameter.empty
+
+
+class _Compiled:
+    function = "fn-handle"
+    packed_metadata = "meta"
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def run(self, *args):
+        self.log.append(("fast", args))
+
+
+class _FakeKernel:
+    """``kernel[grid](*args, **meta)`` like a JITFunction: records the call and returns a compiled kernel."""
+
+    __name__ = "fake_kernel"
+
+    def __init__(self) -> None:
+        def signature(x, n, stride, scale, BLOCK, FLAG=False):
+            pass
+
+        self.params = [_Param(p) for p in inspect.signature(signature).parameters.values()]
+        self.log: list = []
+
+    def __getitem__(self, grid):
+        def run(*args, **meta):
+            self.log.append(("jit", grid, args, meta))
+            return _Compiled(self.log)
+
+        return run
+
+
+@pytest.fixture
+def fast(monkeypatch):
+    monkeypatch.setattr(_launch, "_ENABLED", True)
+    monkeypatch.setattr(_launch, "_interpret", lambda: False)
+    monkeypatch.setattr(_launch, "_hooks_idle", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 1234, raising=False)
+    _launch._CACHE.clear()
+    yield
+    _launch._CACHE.clear()
+
+
+def test_first_call_compiles_then_direct_launch_with_every_parameter(fast):
+    kernel = _FakeKernel()
+    x = torch.zeros(8)
+    _launch.launch(kernel, (3, 2), x, 100, 32, 0.5, BLOCK=16, num_warps=4)
+    _launch.launch(kernel, (5,), x, 100, 32, 0.25, BLOCK=16, num_warps=4)
+    assert [entry[0] for entry in kernel.log] == ["jit", "fast"]
+    assert kernel.log[0][1:] == ((3, 2), (x, 100, 32, 0.5), {"BLOCK": 16, "num_warps": 4})
+    # grid padded to 3 dims, current stream, handle, metadata, no launch metadata or hooks, then every parameter
+    # in signature order: the positional ones, the constexpr BLOCK and the defaulted FLAG
+    assert kernel.log[1][1] == (5, 1, 1, 1234, "fn-handle", "meta", None, None, None, x, 100, 32, 0.25, 16, False)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(n=1),  # Triton specialises ints equal to 1
+        dict(n=96),  # ... and divisibility by 16 (100 is not divisible, 96 is)
+        dict(n=2**31),  # ... and int64 ranges
+        dict(x=torch.zeros(8, dtype=torch.float16)),  # tensor dtype
+        dict(x=torch.zeros(9)[1:]),  # 4-byte offset: no longer 16-byte aligned
+        dict(block=32),  # constexpr value
+        dict(warps=8),  # launch option
+    ],
+)
+def test_each_specialization_change_goes_back_to_triton(fast, change):
+    kernel = _FakeKernel()
+    base = dict(x=torch.zeros(8), n=100, block=16, warps=4)
+
+    def call(x, n, block, warps):
+        _launch.launch(kernel, (1,), x, n, 32, 0.5, BLOCK=block, num_warps=warps)
+
+    call(**base)
+    call(**base)
+    call(**{**base, **change})
+    assert [entry[0] for entry in kernel.log] == ["jit", "fast", "jit"]
+
+
+def test_interpreter_and_switch_off_use_triton_every_time(fast, monkeypatch):
+    kernel = _FakeKernel()
+    x = torch.zeros(8)
+    monkeypatch.setattr(_launch, "_interpret", lambda: True)
+    for _ in range(2):
+        _launch.launch(kernel, (1,), x, 100, 32, 0.5, BLOCK=16)
+    monkeypatch.setattr(_launch, "_interpret", lambda: False)
+    monkeypatch.setattr(_launch, "_ENABLED", False)
+    for _ in range(2):
+        _launch.launch(kernel, (1,), x, 100, 32, 0.5, BLOCK=16)
+    assert [entry[0] for entry in kernel.log] == ["jit"] * 4
+
+
+def test_installed_launch_hooks_keep_tritons_path(fast, monkeypatch):
+    kernel = _FakeKernel()
+    x = torch.zeros(8)
+    _launch.launch(kernel, (1,), x, 100, 32, 0.5, BLOCK=16)
+    monkeypatch.setattr(_launch, "_hooks_idle", lambda: False)
+    _launch.launch(kernel, (1,), x, 100, 32, 0.5, BLOCK=16)
+    assert [entry[0] for entry in kernel.log] == ["jit", "jit"]
+
+
+def test_missing_parameter_is_named(fast):
+    kernel = _FakeKernel()
+    with pytest.raises(TypeError, match="missing argument 'BLOCK'"):
+        _launch.launch(kernel, (1,), torch.zeros(8), 100, 32, 0.5)
+
+
+def test_hooks_idle_reads_tritons_hook_chains():
+    pytest.importorskip("triton")
+    from triton import knobs
+
+    assert _launch._hooks_idle() is True
+
+    def hook(metadata):
+        return None
+
+    knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        assert _launch._hooks_idle() is False
+    finally:
+        knobs.runtime.launch_enter_hook.remove(hook)
