@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 
 from .._backend import cdiv, next_pow2
+from .._launch import launch
 from . import triton_kernels as _compiled_kernels
 
 __all__ = ["backward", "compute_state", "forward", "forward_with_state"]
@@ -153,18 +154,18 @@ def compute_state(
     common = dict(DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"], NORM=norm, ROPE=has_rope)
     if norm == 4:
         cfg = kern.launch_config("qsum", p["DKP"], p["BDV"])
-        kern._qsum_kernel[(C, BH)](
-            q, *q.stride(), qp, N, H, DK, C, p["CHUNK"], FMAP=fmap, DKP=p["DKP"], RV=_row_align(q), **cfg
-        )
-    kern._state_kernel[(C, BH, p["NUM_DVT"])](
+        launch(kern._qsum_kernel, (C, BH),
+            q, *q.stride(), qp, N, H, DK, C, p["CHUNK"], FMAP=fmap, DKP=p["DKP"], RV=_row_align(q), **cfg,
+        )  # fmt: skip
+    launch(kern._state_kernel, (C, BH, p["NUM_DVT"]),
         k, *k.stride(), v, *v.stride(), *rope, qp, sp, zp, vp, mp,
         N, H, DK, DV, C, p["CHUNK"], float(scale),
         FMAP=fmap, LOW=low, PREC=prec, RV=_row_align(k, v), **common,
         **kern.launch_config("state", p["DKP"], p["BDV"]),
     )  # fmt: skip
-    kern._state_reduce_kernel[(BH, p["NUM_DVT"])](
-        qp, sp, zp, vp, mp, S, Z, aux, N, DK, DV, C, float(scale), NORM=norm, DKP=p["DKP"], BDV=p["BDV"]
-    )
+    launch(kern._state_reduce_kernel, (BH, p["NUM_DVT"]),
+        qp, sp, zp, vp, mp, S, Z, aux, N, DK, DV, C, float(scale), NORM=norm, DKP=p["DKP"], BDV=p["BDV"],
+    )  # fmt: skip
     return S, Z, aux
 
 
@@ -193,7 +194,7 @@ def forward_with_state(
     _, lows, prec = _precision(q.dtype)
     rope, has_rope = _rope_args(rope_cos, rope_sin, q)
     temp = temperature.reshape(-1).float().contiguous() if temperature is not None else S
-    kern._out_kernel[(C, BH, p["NUM_DVT"])](
+    launch(kern._out_kernel, (C, BH, p["NUM_DVT"]),
         q, *q.stride(), o, *o.stride(), *rope, S, Z, aux, temp,
         N, H, DK, DV, p["CHUNK"], float(eps), float(clamp_min),
         FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=temperature is not None, PREC=prec, LOWS=lows,
@@ -269,29 +270,29 @@ def backward(
     sizes = (N, H, DK, DV, C, p["CHUNK"], float(eps), float(clamp_min))
     qcfg = dict(kern.launch_config("bwd_q", p["DKP"], p["BDV"]), RV=_row_align(q, grad_out, dq))
     if p["NUM_DVT"] == 1:
-        kern._bwd_q_kernel[(C, BH, 1)](*qargs, *sizes, T_LOOP=1, DO_DQ=True, DO_DS=True, **flags, **qcfg)
+        launch(kern._bwd_q_kernel, (C, BH, 1), *qargs, *sizes, T_LOOP=1, DO_DQ=True, DO_DS=True, **flags, **qcfg)
     else:  # dq needs every dv tile, dS one tile per program: two launches
         loop = p["NUM_DVT"]
-        kern._bwd_q_kernel[(C, BH, 1)](*qargs, *sizes, T_LOOP=loop, DO_DQ=True, DO_DS=False, **flags, **qcfg)
-        kern._bwd_q_kernel[(C, BH, loop)](*qargs, *sizes, T_LOOP=1, DO_DQ=False, DO_DS=True, **flags, **qcfg)
+        launch(kern._bwd_q_kernel, (C, BH, 1), *qargs, *sizes, T_LOOP=loop, DO_DQ=True, DO_DS=False, **flags, **qcfg)
+        launch(kern._bwd_q_kernel, (C, BH, loop), *qargs, *sizes, T_LOOP=1, DO_DQ=False, DO_DS=True, **flags, **qcfg)
     dse = torch.empty((BH, DK, DV), **f32)
     zv = torch.empty((BH, DK), **f32)
     cv = torch.empty((BH, DV), **f32)
     cr = torch.empty((BH,), **f32)
     dt = torch.empty((BH,), **f32)
-    kern._bwd_reduce_kernel[(BH,)](
+    launch(kern._bwd_reduce_kernel, (BH,),
         dsp, dzp, gp, dtp, S, Z, aux, dse, zv, cv, cr, dt, N, DK, DV, C, float(scale),
         NORM=norm, HAS_TEMP=has_temp, **dims,
     )  # fmt: skip
     dqbp = torch.empty((BH, C, DK), **f32) if norm == 4 else dzp
-    kern._bwd_kv_kernel[(C, BH)](
+    launch(kern._bwd_kv_kernel, (C, BH),
         k, *k.stride(), v, *v.stride(), dk, *dk.stride(), dv, *dv.stride(), *rope,
         dse, zv, cv, cr, aux, dqbp, N, H, DK, DV, C, p["CHUNK"], float(scale),
         FMAP=fmap, NORM=norm, ROPE=has_rope, PREC=prec, LOWS=lows, RV=_row_align(k, v, dk, dv), **dims,
         **kern.launch_config("bwd_kv", p["DKP"], p["BDV"]),
     )  # fmt: skip
     if norm == 4:
-        kern._bwd_dq_fix_kernel[(C, BH)](
+        launch(kern._bwd_dq_fix_kernel, (C, BH),
             q, *q.stride(), dq, *dq.stride(), dqbp, N, H, DK, C, p["CHUNK"],
             FMAP=fmap, DKP=p["DKP"], RV=_row_align(q, dq), **kern.launch_config("qsum", p["DKP"], p["BDV"]),
         )  # fmt: skip

@@ -22,8 +22,9 @@ Public API::
 Exact formulas: :mod:`linzoo.kernels.neighborhood_attention.reference`. The fused Triton kernels
 (online softmax over 2-D query tiles that share a haloed key rectangle; FlashAttention-2 style backward
 with dq / dk,dv kernels) are registered as ``torch.ops.linzoo.neighborhood_attention_2d`` (and
-``..._backward``) with fake implementations and autograd. The ``torch`` backend is the differentiable
-reference itself.
+``..._backward``) with fake implementations and autograd, used under ``torch.compile``/export; plain eager calls
+reach the same kernels through an ``autograd.Function`` (less host work per call). The ``torch`` backend is the
+differentiable reference itself.
 """
 
 from __future__ import annotations
@@ -140,6 +141,43 @@ def _backward(ctx, grad_out, grad_lse):
 _na_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerNeighborhoodAttention(torch.autograd.Function):
+    """The same fused forward/backward as the custom op, for plain eager calls.
+
+    The custom op is what ``torch.compile``, ``torch.export`` and fake tensors need, but each eager call pays the
+    dispatcher's Python layer (schema defaults, autograd wrapper, redispatch): measured on the H100 machine it was
+    most of the host time of a forward+backward at 224-px shapes, where the kernels take ~0.5 ms.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, kh, kw, dh, dw, circle, scale, rpb, k_extra, v_extra):
+        out, lse = _triton_na.forward(q, k, v, kh, kw, dh, dw, circle, scale, rpb, k_extra, v_extra)
+        ctx.save_for_backward(q, k, v, out, lse, rpb, k_extra, v_extra)
+        ctx.options = (kh, kw, dh, dw, circle, scale)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out, lse, rpb, k_extra, v_extra = ctx.saved_tensors
+        dq, dk, dv, drpb, dke, dve = _triton_na.backward(
+            grad_out, q, k, v, out, lse, *ctx.options, rpb, k_extra, v_extra
+        )
+        return (
+            dq,
+            dk,
+            dv,
+            *([None] * 6),
+            drpb if rpb is not None else None,
+            dke if k_extra is not None else None,
+            dve if v_extra is not None else None,
+        )
+
+
+def _eager_call(q: torch.Tensor) -> bool:
+    """True for a plain eager call on real tensors (not compiling, exporting or running on fake tensors)."""
+    return not (torch.compiler.is_compiling() or isinstance(q, torch._subclasses.FakeTensor))
+
+
 def _pair(value, name: str) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         return value, value
@@ -237,6 +275,11 @@ def neighborhood_attention_2d(
     k_extra, v_extra = (extra_kv[0], extra_kv[1]) if extra_kv is not None else (None, None)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if resolved == "triton":
-        out, _ = _na_op(q, k, v, *kernel, *dil, window_shape == "circle", scale, rpb, k_extra, v_extra)
-        return out
+        args = (q, k, v, *kernel, *dil, window_shape == "circle", scale, rpb, k_extra, v_extra)
+        if not _eager_call(q):
+            return _na_op(*args)[0]
+        leaves = [t for t in (q, k, v, rpb, k_extra, v_extra) if t is not None]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
+            return _EagerNeighborhoodAttention.apply(*args)
+        return _triton_na.forward(*args)[0]
     return neighborhood_attention_2d_reference(q, k, v, kernel, dil, rpb, k_extra, v_extra, window_shape, scale)

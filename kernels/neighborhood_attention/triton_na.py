@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 
 from .._backend import cdiv, next_pow2
+from .._launch import launch
 
 LOG2E = 1.4426950408889634
 NSLICE = 16  # copies of the bias-gradient table (fewer atomic collisions)
@@ -475,7 +476,7 @@ def forward(q, k, v, kh, kw, dh, dw, circle, scale, rpb, k_extra, v_extra):
     ke = k_extra.contiguous() if k_extra is not None else q
     ve = v_extra.contiguous() if v_extra is not None else q
     m_extra = k_extra.shape[2] if k_extra is not None else 0
-    _na_fwd_kernel[grid](
+    launch(_na_fwd_kernel, grid,
         q, k, v, out, lse, rpb_t, ke, ve,
         height, width, m_extra, n_ty, n_tx, heads, scale * LOG2E,
         KH=kh, KW=kw, DH=dh, DW=dw, CIRCLE=circle, HAS_RPB=rpb is not None, HAS_EXTRA=k_extra is not None,
@@ -501,15 +502,15 @@ def backward(grad_out, q, k, v, out, lse, kh, kw, dh, dw, circle, scale, rpb, k_
     ve = v_extra.contiguous() if has_extra else q
     m_extra = k_extra.shape[2] if has_extra else 0
     opts = dict(KH=kh, KW=kw, DH=dh, DW=dw, CIRCLE=circle, HAS_RPB=has_rpb, TH=cfg["TH"], TW=cfg["TW"])
-    launch = dict(BLOCK_N=cfg["BLOCK_N"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **dims)
-    _na_bwd_dq_kernel[grid](
+    launch_opts = dict(BLOCK_N=cfg["BLOCK_N"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **dims)
+    launch(_na_bwd_dq_kernel, grid,
         q, k, v, out, grad_out, lse, delta, dq, rpb_t, drpb_part, ke, ve,
         height, width, m_extra, n_ty, n_tx, heads, scale * LOG2E, scale,
-        HAS_EXTRA=has_extra, NSLICE_C=NSLICE, **opts, **launch,
+        HAS_EXTRA=has_extra, NSLICE_C=NSLICE, **opts, **launch_opts,
     )  # fmt: skip
-    _na_bwd_dkv_kernel[grid](
+    launch(_na_bwd_dkv_kernel, grid,
         q, k, v, grad_out, lse, delta, dk, dv, rpb_t,
-        height, width, n_ty, n_tx, heads, scale * LOG2E, scale, **opts, **launch,
+        height, width, n_ty, n_tx, heads, scale * LOG2E, scale, **opts, **launch_opts,
     )  # fmt: skip
     drpb = drpb_part.sum(0).view(heads, 2 * kh - 1, 2 * kw - 1).to(rpb.dtype) if has_rpb else q.new_empty(0)
     dke, dve = q.new_empty(0), q.new_empty(0)
@@ -523,9 +524,9 @@ def backward(grad_out, q, k, v, out, lse, kh, kw, dh, dw, circle, scale, rpb, k_
         nsplit = cdiv(n_tok, q_per_split)
         dke_part = torch.empty((nsplit, *ke.shape), device=q.device, dtype=torch.float32)
         dve_part = torch.empty((nsplit, *ve.shape), device=q.device, dtype=torch.float32)
-        _na_bwd_dkv_extra_kernel[(cdiv(m_extra, bm), bsz * heads, nsplit)](
+        launch(_na_bwd_dkv_extra_kernel, (cdiv(m_extra, bm), bsz * heads, nsplit),
             q, ke, ve, grad_out, lse, delta, dke_part, dve_part,
-            n_tok, m_extra, q_per_split, bsz * heads, scale * LOG2E, scale, BM=bm, **launch,
+            n_tok, m_extra, q_per_split, bsz * heads, scale * LOG2E, scale, BM=bm, **launch_opts,
         )  # fmt: skip
         dke, dve = dke_part.sum(0).to(ke.dtype), dve_part.sum(0).to(ve.dtype)
     return dq, dk, dv, drpb, dke, dve

@@ -121,6 +121,29 @@ def _backward(ctx, grad_out):
 _window_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerWindowAttention(torch.autograd.Function):
+    """The same fused forward/backward as the custom op, for plain eager calls: the custom op's dispatcher layer
+    costs more host time per call than the kernels take at 224-px backbone shapes (see
+    ``benchmarks/host_overhead.py``); torch.compile, export and fake tensors still use the custom op."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, wh, ww, sh, sw, scale, pad_zeros, rpb):
+        ctx.save_for_backward(q, k, v, rpb)
+        ctx.options = (wh, ww, sh, sw, scale, pad_zeros)
+        return _triton_window.forward(q, k, v, wh, ww, sh, sw, scale, pad_zeros, rpb)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, rpb = ctx.saved_tensors
+        dq, dk, dv, drpb = _triton_window.backward(grad_out, q, k, v, *ctx.options, rpb)
+        return dq, dk, dv, None, None, None, None, None, None, (drpb if rpb is not None else None)
+
+
+def _eager_call(q: torch.Tensor) -> bool:
+    """True for a plain eager call on real tensors (not compiling, exporting or running on fake tensors)."""
+    return not (torch.compiler.is_compiling() or isinstance(q, torch._subclasses.FakeTensor))
+
+
 def _pair(value, name: str) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         return value, value
@@ -195,5 +218,11 @@ def window_attention_2d(
     resolved = resolve_backend(backend, q.device, triton_supported=supported)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if resolved == "triton":
-        return _window_op(q, k, v, *window, *shifts, scale, pad_mode == "zeros", rpb)
+        args = (q, k, v, *window, *shifts, scale, pad_mode == "zeros", rpb)
+        if not _eager_call(q):
+            return _window_op(*args)
+        leaves = (q, k, v) if rpb is None else (q, k, v, rpb)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in leaves):
+            return _EagerWindowAttention.apply(*args)
+        return _triton_window.forward(*args)
     return window_attention_2d_reference(q, k, v, window, shifts, rpb, scale, pad_mode)

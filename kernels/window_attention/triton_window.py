@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .._backend import cdiv, next_pow2
+from .._launch import launch
 from ..neighborhood_attention.triton_na import _dot, _precision
 
 LOG2E = 1.4426950408889634
@@ -160,7 +161,7 @@ def forward(q, k, v, wh, ww, sh, sw, scale, pad_zeros, rpb):
     out = torch.empty((*q.shape[:-1], v.shape[-1]), device=q.device, dtype=q.dtype)
     n_win_img = (hp // wh) * (wp // ww)
     rpb_t = rpb.detach().float().contiguous() if rpb is not None else q
-    _win_fwd_kernel[(bsz * n_win_img, heads)](
+    launch(_win_fwd_kernel, (bsz * n_win_img, heads),
         q, k, v, out, rpb_t,
         height, width, hp, wp, wp // ww, n_win_img, heads, sh, sw, scale * LOG2E,
         WH=wh, WW=ww, HAS_RPB=rpb is not None, PAD_ZEROS=pad_zeros, num_warps=num_warps, **dims,
@@ -181,7 +182,7 @@ def backward(grad_out, q, k, v, wh, ww, sh, sw, scale, pad_zeros, rpb):
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     rpb_t = rpb.detach().float().contiguous() if has_rpb else q
     part = torch.empty((n_chunks, heads, bt, bt), device=q.device, dtype=torch.float32) if has_rpb else q
-    _win_bwd_kernel[(n_chunks, heads)](
+    launch(_win_bwd_kernel, (n_chunks, heads),
         q, k, v, grad_out, dq, dk, dv, rpb_t, part,
         height, width, hp, wp, wp // ww, n_win_img, n_windows, n_chunks, heads, sh, sw, scale * LOG2E, scale,
         WH=wh, WW=ww, HAS_RPB=has_rpb, PAD_ZEROS=pad_zeros, num_warps=num_warps, num_stages=bwd_num_stages(dims),

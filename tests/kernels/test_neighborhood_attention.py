@@ -123,6 +123,42 @@ def test_triton_matches_reference(size, kernel, dilation, shape, with_rpb, extra
         torch.testing.assert_close(a.float(), b.float(), **tol, msg=lambda m, n=name: f"{n}: {m}")
 
 
+@needs_interpreter
+def test_eager_path_skips_the_custom_op_and_matches_it(monkeypatch):
+    """Eager calls run the kernels through an autograd.Function (no dispatcher); same values and gradients as
+    the custom op that torch.compile uses."""
+    import linzoo.kernels.neighborhood_attention as na
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 6, 7, 16, requires_grad=True) for _ in range(3))
+    rpb = torch.randn(2, 5, 5, requires_grad=True)
+    ke, ve = (torch.randn(1, 2, 3, 16, requires_grad=True) for _ in range(2))
+    leaves = (q, k, v, rpb, ke, ve)
+    grad = torch.randn(1, 2, 6, 7, 16)
+    via_op = na._na_op(q, k, v, 3, 3, 1, 2, False, 0.25, rpb, ke, ve)[0]
+    want = (via_op, *torch.autograd.grad(via_op, leaves, grad))
+
+    def no_custom_op(*args):
+        raise AssertionError("eager call went through the custom op")
+
+    monkeypatch.setattr(na, "_na_op", no_custom_op)
+    out = neighborhood_attention_2d(
+        q, k, v, 3, dilation=(1, 2), rpb=rpb, extra_kv=(ke, ve), scale=0.25, backend="triton"
+    )
+    got = (out, *torch.autograd.grad(out, leaves, grad))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    with torch.no_grad():  # inference: the forward kernel alone
+        torch.testing.assert_close(
+            neighborhood_attention_2d(
+                q, k, v, 3, dilation=(1, 2), rpb=rpb, extra_kv=(ke, ve), scale=0.25, backend="triton"
+            ),
+            want[0],
+            atol=0,
+            rtol=0,
+        )
+
+
 @pytest.mark.slow
 @needs_interpreter
 def test_custom_op_opcheck():

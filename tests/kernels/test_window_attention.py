@@ -171,6 +171,32 @@ def test_custom_op_opcheck():
     torch.library.opcheck(_window_op, (q, k, v, 3, 4, 1, 2, 0.25, False, rpb))
 
 
+@needs_interpreter
+def test_eager_path_skips_the_custom_op_and_matches_it(monkeypatch):
+    """Eager calls run the kernels through an autograd.Function (no dispatcher); same values and gradients as
+    the custom op that torch.compile uses."""
+    import linzoo.kernels.window_attention as wa
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 6, 7, 16, requires_grad=True) for _ in range(3))
+    rpb = torch.randn(2, 5, 7, requires_grad=True)
+    grad = torch.randn(1, 2, 6, 7, 16)
+    via_op = wa._window_op(q, k, v, 3, 4, 1, 2, 0.25, False, rpb)
+    want = (via_op, *torch.autograd.grad(via_op, (q, k, v, rpb), grad))
+
+    def no_custom_op(*args):
+        raise AssertionError("eager call went through the custom op")
+
+    monkeypatch.setattr(wa, "_window_op", no_custom_op)
+    out = window_attention_2d(q, k, v, (3, 4), shift=(1, 2), rpb=rpb, scale=0.25, backend="triton")
+    got = (out, *torch.autograd.grad(out, (q, k, v, rpb), grad))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    with torch.no_grad():
+        out = window_attention_2d(q, k, v, (3, 4), shift=(1, 2), rpb=rpb, scale=0.25, backend="triton")
+    torch.testing.assert_close(out, want[0], atol=0, rtol=0)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize(
