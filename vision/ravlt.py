@@ -93,16 +93,20 @@ class RALAttention(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         b, h, w, c = x.shape
         qkvo = conv1x1_nhwc(x, self.qkvo)  # (B, H, W, 4C)
-        v, o = qkvo[..., 2 * c : 3 * c], qkvo[..., 3 * c :]
+        # one split (its backward is one cat) rather than slices (each slice's backward fills a zero tensor of
+        # the whole qkvo and copies into it)
+        parts = qkvo.split((2 * c, c, c), dim=-1)  # indexed, not unpacked: FX proxies cannot be iterated
+        qk, v, o = parts[0], parts[1], parts[2]
         lepe = self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B, H, W, C)
         if self.kind == "linear":
-            q, k = self._heads(qkvo[..., :c]), self._heads(qkvo[..., c : 2 * c])
+            halves = qk.split(c, dim=-1)
+            q, k = self._heads(halves[0]), self._heads(halves[1])
             out = linear_attention(q, k, self._heads(v), feature_map="elu+1", normalizer="rala", eps=1e-6, rope=rope)
         else:
             # RoPE on q and k together: (B, N, 2, heads, d) view of qkvo, tables (N, d) broadcast over the rest.
             # As in the official code the rotation runs in the tables' fp32; attention gets v's dtype.
             cos, sin = rope
-            qk = qkvo[..., : 2 * c].reshape(b, h * w, 2, self.num_heads, self.head_dim)
+            qk = qk.reshape(b, h * w, 2, self.num_heads, self.head_dim)
             qk = rotate_pairs(qk, cos[:, None, None], sin[:, None, None]).to(v.dtype)
             q, k = qk.unbind(2)
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), self._heads(v))
