@@ -1,13 +1,13 @@
 """Backbone throughput and memory: linzoo (eager, CUDA graph, compiled) vs the official code vs timm peers, one run.
 
-For each family's reference variant, in this order so that a time-boxed run keeps the comparison rows:
-linzoo eager; for the ``--backend-rows`` models (default ravlt_s) linzoo eager with the kernels' PyTorch backend
+For each family's reference variant, in this order so that a time-boxed run keeps the comparison rows: linzoo eager;
+for the ``--backend-rows`` models (default ravlt_s) linzoo eager with the kernels' PyTorch backend
 (``LINZOO_KERNEL_BACKEND=torch`` set around that row only, so the default row shows Triton on CUDA); for the
-``--channels-last-rows`` models (default van_b2) linzoo eager with model and input in
-``torch.channels_last`` (inference and training); linzoo eager + CUDA graph (inference: the forward captured once
-on a static input and replayed, no compilation); the official implementation with the same weights; then the
-timm peers; then torch.compile rows (inference for every family, the training step for ``--compile-train``,
-1024 px for ``--compile-hi``, and for ``--compile-graphs`` (default ravlt_s) the same under
+``--channels-last-rows`` models linzoo eager with model and input in ``torch.channels_last`` (inference and
+training; VAN's weights are channels-last by default since this row measured it); linzoo eager + CUDA graph
+(inference: the forward captured once on a static input and replayed, no compilation); the official implementation
+with the same weights; then the timm peers; then torch.compile rows (inference for every family, the training step
+for ``--compile-train``, 1024 px for ``--compile-hi``, and for ``--compile-graphs`` (default ravlt_s) the same under
 ``mode="reduce-overhead"``, which replays the compiled steps, training included, as CUDA graphs) last, since each
 costs ~1 min of compilation. Measured with bf16 autocast on one GPU: inference img/s at 224
 (batch 64), training img/s at 224 (batch 64; forward + backward + SGD step), inference img/s and peak memory at
@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--channels-last-rows",
         nargs="*",
-        default=["van_b2"],
+        default=[],
         metavar="MODEL",
         help="models with an extra eager row with model and input in torch.channels_last",
     )

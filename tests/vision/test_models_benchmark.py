@@ -41,7 +41,15 @@ def test_backend_and_channels_last_rows(tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench, "_measure", fake_measure)
     argv = ["--device", "cpu", "--quick", "--no-sweep", "--out", str(tmp_path), "--peers"]
-    argv += ["--official-dir", str(tmp_path / "none"), "--models", "ravlt_s", "van_b2"]
+    argv += [
+        "--official-dir",
+        str(tmp_path / "none"),
+        "--models",
+        "ravlt_s",
+        "van_b2",
+        "--channels-last-rows",
+        "van_b2",
+    ]
     bench.main(argv)
 
     assert os.environ.get(ENV_VAR) is None  # restored after the row
@@ -52,7 +60,8 @@ def test_backend_and_channels_last_rows(tmp_path, monkeypatch):
     envs = [{c[2] for c in row} for row in rows]
     assert envs == [{None}, {"torch"}, {None}, {None}]
     formats = [{c[3:] for c in row} for row in rows]
-    assert formats == [{(False, False)}, {(False, False)}, {(False, False)}, {(True, True)}]
+    # VAN's weights are channels-last by default: its eager row gets an NCHW input, the variant a channels-last one
+    assert formats == [{(False, False)}, {(False, False)}, {(False, True)}, {(True, True)}]
 
     table = (tmp_path / "models.md").read_text()
     labels = [line.split(" | ")[:2] for line in table.splitlines() if line.startswith(("| ravlt_s", "| van_b2"))]

@@ -83,18 +83,24 @@ def test_any_input_size(size):
     assert logits.shape == (1, 10) and torch.isfinite(logits).all()
 
 
-def test_channels_last_matches_and_keeps_the_layout():
-    """channels_last runs end to end without switching layout, NCHW stays NCHW, and both give one result."""
+def test_channels_last_by_default_and_same_result_as_nchw():
+    """Default: channels-last weights, so an NCHW input runs channels-last end to end; ``channels_last=False``
+    keeps NCHW; one state dict, one result."""
     torch.manual_seed(0)
     model = _tiny().eval()
+    nchw = _tiny(channels_last=False).eval()
+    nchw.load_state_dict(model.state_dict())
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     x = torch.randn(2, 3, 50, 70)
     with torch.no_grad():
-        ref, ref_inter = model.forward_intermediates(x)
-        assert all(f.is_contiguous() for f in ref_inter)
-        model = model.to(memory_format=torch.channels_last)
-        out, inter = model.forward_intermediates(x.to(memory_format=torch.channels_last))
-    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in inter)
+        ref, ref_inter = nchw.forward_intermediates(x)
+        out, inter = model.forward_intermediates(x)
+    assert all(f.is_contiguous() for f in ref_inter)
+    assert all(f.is_contiguous(memory_format=torch.channels_last) and not f.is_contiguous() for f in inter)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(inter, ref_inter):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_stage_norm_is_layernorm_over_channels():
