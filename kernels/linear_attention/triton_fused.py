@@ -81,18 +81,23 @@ def _make_plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
 
 
 def _row_align(*tensors: torch.Tensor) -> int:
-    """The largest of 8, 4, 2, 1 dividing every batch, head and row stride of ``tensors`` (in elements).
+    """``RV``: 1 when Triton sees the rows' alignment itself, else the largest of 8, 4, 2 dividing every batch,
+    head and row stride of ``tensors`` (in elements).
 
-    Passed to the kernels as ``RV``: a true divisibility hint lets Triton vectorise rows whose stride it cannot
-    see is aligned (e.g. 40 channels). ``LINZOO_LA_ALIGN_HINTS=0`` turns the hint off.
+    A true divisibility hint lets Triton vectorise rows whose stride it cannot see is aligned (e.g. 40 channels:
+    the (q, dO) pass went from 388 to 100 µs on the H100). Where every stride is a multiple of 16 Triton's own
+    launch specialization already proves it, and the hint must stay off: with Triton 3.6 (the H100 machine's)
+    the ``tl.multiple_of`` hints on such strides turn the 128-bit row loads of the d = 64 kernels into 2-byte
+    loads (SASS of the state / out / (k, v) passes: 16–32 ``LDG.E.U16``; RAVLT s1 state pass 51 -> 107 µs),
+    while Triton 3.8 compiles both forms alike. ``LINZOO_LA_ALIGN_HINTS=0`` turns the hint off everywhere.
     """
     if not _ALIGN_HINTS:
         return 1
-    g = 8
+    g = 16
     for t in tensors:
         for stride in t.stride()[:-1]:
             g = math.gcd(g, stride)
-    return g
+    return 1 if g == 16 else min(g, 8)
 
 
 def _precision(dtype: torch.dtype) -> tuple[bool, bool, str]:
