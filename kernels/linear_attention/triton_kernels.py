@@ -45,16 +45,16 @@ BF16_STATE_DOTS = True  # bf16 inputs: bf16 operands for the dots with the state
 # (BLOCK_N, num_warps, num_stages) per kernel kind and (DKP, BDV) tile; a launch not listed here takes
 # the size-based default of :func:`launch_config`. Benchmarks may edit this table to try other configs.
 TUNING: dict[tuple[str, int, int], tuple[int, int, int]] = {
-    ("state", 64, 64): (32, 4, 1),  # 0.93 of the size-based default's time
+    ("state", 64, 64): (32, 4, 3),  # pipelined: 140 vs 180 us at DiT@2048, 51 vs 60 us at RAVLT s1 (below)
     ("out", 64, 64): (32, 4, 1),  # 0.88
     ("bwd_q", 64, 64): (64, 4, 2),  # 0.93
     ("bwd_kv", 64, 64): (32, 4, 1),  # 0.98
 }
-# num_stages = 1 (no cp.async software pipelining of the row stream) for every pass but (q, dO): the search
-# above ran when the head dims were runtime values and Triton did not pipeline these loops; once they became
-# compile-time constants it did (cp.async into shared memory at 3 stages), and the same configs measured
-# 1.2-2.2x slower on the H100 (DiT@2048 out pass 122 -> 240 us, RAVLT s1 (k, v) pass 92 -> 209 us) while
-# the (q, dO) pass was unchanged or faster (SD-1.5 d=40: 388 -> 100 us).
+# Stages, H100 (session 3): the 1.2-2.2x slowdown of the d=64 passes seen after the head dims became
+# compile-time constants was not pipelining but the alignment hints (2-byte loads under Triton 3.6; see
+# triton_fused._row_align). With that fixed, one breakdown per setting (docs/benchmarks/la_breakdown.json):
+# the state pass is faster pipelined (3 stages: DiT@2048 140 us, RAVLT s1 51 us; 1 stage: 180 / 60 us), the
+# out pass without (1 stage: 101 / 32 us; 3 stages: 121 / 31 us), the (k, v) pass about equal (230 vs 219 us).
 
 
 def launch_config(kind: str, dkp: int, bdv: int) -> dict:
