@@ -403,6 +403,9 @@ def main(argv: list[str] | None = None) -> None:
         "--compile-train)",
     )
     parser.add_argument(
+        "--compiled-first", action="store_true", help="run the compiled rows before the eager ones (budget order)"
+    )
+    parser.add_argument(
         "--compile-hi", nargs="*", default=[], help="...and the high-resolution column (one more compilation)"
     )
     parser.add_argument(
@@ -516,6 +519,44 @@ def main(argv: list[str] | None = None) -> None:
         budget.record(budget_kind, time.perf_counter() - start)
         report()
 
+    def compiled_rows() -> None:
+        """torch.compile rows (about a minute of compilation per model and mode), each only if it still fits."""
+        for name in [m for m in models if m in args.compile]:
+            torch.manual_seed(0)
+            ours = timm.create_model(name)
+            train = name in args.compile_train
+            budget_kind = "compile_train" if train else "compile"
+            label = "linzoo compiled"
+            if not budget.fits(budget_kind) and train and budget.fits("compile"):
+                train, budget_kind = False, "compile"  # the inference row alone still fits
+            dynamo_utils = importlib.import_module("torch._dynamo.utils")
+            importlib.import_module("torch._dynamo").reset()
+            dynamo_utils.counters.clear()
+            compiled = torch.compile(ours.to(device), dynamic=False)
+            modes = {"infer_lo": "infer", **({"train_lo": "train"} if train else {})}
+            if name in args.compile_hi:
+                modes["infer_hi"] = "infer"
+            run(label, name, compiled, "ours", budget_kind, modes)
+            breaks = sum(dynamo_utils.counters["graph_break"].values())
+            if rows[-1]["infer_lo"] != SKIPPED:
+                notes.append(f"{name}: torch.compile graph breaks = {breaks}")
+                report()
+            del compiled
+            if name in args.compile_graphs and device.type == "cuda":
+                # the launch-bound case: a compiled step still launches ~700 (inference) / ~2,300 (training)
+                # kernels
+                importlib.import_module("torch._dynamo").reset()
+                graphed = torch.compile(ours, mode="reduce-overhead", dynamic=False)
+                label = "linzoo compiled + CUDA graphs"
+                graph_kind = "compile_train" if "train_lo" in modes else "compile"
+                if graph_kind == "compile_train" and not budget.fits(graph_kind) and budget.fits("compile"):
+                    graph_kind, modes = "compile", {k: v for k, v in modes.items() if k != "train_lo"}
+                run(label, name, graphed, "ours", graph_kind, modes, graph_steps=True)
+                del graphed
+            del ours
+
+    if args.compiled_first:
+        compiled_rows()
     eager_modes = {"infer_lo": "infer", "train_lo": "train", "infer_hi": "infer"}
     for name in models:
         torch.manual_seed(0)
@@ -570,36 +611,8 @@ def main(argv: list[str] | None = None) -> None:
     if device.type != "cuda":
         notes.append("CUDA-graph rows need a CUDA device: not run.")
     notes.append("CUDA graphs are used for inference only (training would need static optimizer state and capture).")
-    # Compilation takes about a minute per model and mode: compiled rows come last, each only if it still fits.
-    for name in [m for m in models if m in args.compile]:
-        torch.manual_seed(0)
-        ours = timm.create_model(name)
-        train = name in args.compile_train
-        budget_kind = "compile_train" if train else "compile"
-        label = "linzoo compiled"
-        if not budget.fits(budget_kind) and train and budget.fits("compile"):
-            train, budget_kind = False, "compile"  # the inference row alone still fits
-        dynamo_utils = importlib.import_module("torch._dynamo.utils")
-        importlib.import_module("torch._dynamo").reset()
-        dynamo_utils.counters.clear()
-        compiled = torch.compile(ours.to(device), dynamic=False)
-        modes = {"infer_lo": "infer", **({"train_lo": "train"} if train else {})}
-        if name in args.compile_hi:
-            modes["infer_hi"] = "infer"
-        run(label, name, compiled, "ours", budget_kind, modes)
-        breaks = sum(dynamo_utils.counters["graph_break"].values())
-        if rows[-1]["infer_lo"] != SKIPPED:
-            notes.append(f"{name}: torch.compile graph breaks = {breaks}")
-            report()
-        del compiled
-        if name in args.compile_graphs and device.type == "cuda":
-            # the launch-bound case: the compiled step still launches ~700 (inference) / ~2,300 (training) kernels
-            importlib.import_module("torch._dynamo").reset()
-            graphed = torch.compile(ours, mode="reduce-overhead", dynamic=False)
-            label = "linzoo compiled + CUDA graphs"
-            run(label, name, graphed, "ours", budget_kind, modes, graph_steps=True)
-            del graphed
-        del ours
+    if not args.compiled_first:
+        compiled_rows()
 
 
 _COLS = ("infer_lo", "train_lo", "infer_hi")

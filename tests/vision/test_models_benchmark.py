@@ -110,3 +110,20 @@ def test_any_size_peer_variant_and_img_size_fallback(monkeypatch):
         peer.note()
         == f"{SWIN}: the high-resolution column and the sweep use the model built with img_size=<res> at 256 px."
     )
+
+
+def test_compiled_first_puts_the_compiled_rows_before_the_eager_ones(tmp_path, monkeypatch):
+    """--compiled-first: the rows a time budget would otherwise cut run first (torch.compile is lazy: the fake
+    measurement never calls the compiled model, so nothing compiles here)."""
+    bench = _load_benchmark()
+    monkeypatch.setattr(bench, "_measure", lambda *args, **kwargs: {"img_s": 1.0, "mem": float("nan")})
+    argv = ["--device", "cpu", "--quick", "--no-sweep", "--out", str(tmp_path), "--peers", "--backend-rows"]
+    argv += ["--official-dir", str(tmp_path / "none"), "--models", "van_b0", "--compile", "van_b0"]
+    bench.main(argv + ["--compiled-first"])
+    table = (tmp_path / "models.md").read_text()
+    labels = [line.split(" | ")[1] for line in table.splitlines() if line.startswith("| van_b0")]
+    assert labels == ["linzoo compiled", "linzoo eager"]
+    bench.main(argv)
+    table = (tmp_path / "models.md").read_text()
+    labels = [line.split(" | ")[1] for line in table.splitlines() if line.startswith("| van_b0")]
+    assert labels == ["linzoo eager", "linzoo compiled"]
