@@ -36,13 +36,17 @@ def _interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+try:
+    from triton import knobs as _knobs
+except ImportError:  # Triton absent, or < 3.3 (no knobs): launches always take Triton's own path
+    _knobs = None
+
+
 def _hooks_idle() -> bool:
     """True when no Triton launch hook is installed (a profiler's hooks need Triton's own launch path)."""
-    try:
-        from triton import knobs
-    except ImportError:  # pragma: no cover - Triton < 3.3 has no knobs: never take the fast path
+    if _knobs is None:
         return False
-    for hook in (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook):
+    for hook in (_knobs.runtime.launch_enter_hook, _knobs.runtime.launch_exit_hook):
         if hook is not None and getattr(hook, "calls", True):  # HookChain: idle when it holds no calls
             return False
     return True
