@@ -33,6 +33,7 @@ __all__ = [
     "DigitsDataModule",
     "EvalShardSampler",
     "ImageClassificationDataModule",
+    "ResumableDataModule",
     "ImageFolderDataModule",
     "ResumableDataLoader",
     "ResumableSampler",
@@ -238,7 +239,66 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-class ImageClassificationDataModule(pl.LightningDataModule):
+class ResumableDataModule(pl.LightningDataModule):
+    """Distributed, resumable loaders shared by the classification and detection data modules.
+
+    Subclasses set ``batch_size``, ``num_workers``, ``pin_memory``, ``seed``, ``train_set`` and ``val_set``
+    (in ``setup``) and may override :meth:`_collate_fn`. Training uses :class:`ResumableSampler` (the
+    epoch's order from the seed; a resumed run continues mid-epoch), evaluation :class:`EvalShardSampler`.
+    """
+
+    def _collate_fn(self) -> Any:
+        """The loaders' ``collate_fn`` (None: PyTorch's default)."""
+        return None
+
+    def _resolved_seed(self) -> int:
+        return int(self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def _world(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+        if self._collate_fn() is not None:
+            kwargs["collate_fn"] = self._collate_fn()
+        return kwargs
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        assert self.train_set is not None, "call setup() first"
+        replicas, rank = self._world()
+        sampler = ResumableSampler(self.train_set, num_replicas=replicas, rank=rank, seed=self._resolved_seed())
+        return ResumableDataLoader(
+            self.train_set, sampler=sampler, position_fn=self._batches_done_in_epoch, **self._loader_kwargs()
+        )
+
+    def _batches_done_in_epoch(self) -> int:
+        """Training batches the trainer has already run in its current epoch (restored when resuming)."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "call setup() first"
+        replicas, rank = self._world()
+        sampler = EvalShardSampler(self.val_set, num_replicas=replicas, rank=rank)
+        return DataLoader(self.val_set, sampler=sampler, **self._loader_kwargs())
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+
+class ImageClassificationDataModule(ResumableDataModule):
     """Shared logic: timm transforms from the model's data config, seeded augmentation, resumable loading.
 
     Subclasses implement :meth:`build_datasets`. Settings left ``None`` (input size, mean/std,
@@ -348,9 +408,6 @@ class ImageClassificationDataModule(pl.LightningDataModule):
         val = create_transform(is_training=False, crop_pct=cfg["crop_pct"], crop_mode=cfg.get("crop_mode"), **common)
         return train, val
 
-    def _resolved_seed(self) -> int:
-        return int(self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED", 0))
-
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
@@ -370,46 +427,6 @@ class ImageClassificationDataModule(pl.LightningDataModule):
                 f"data.batch_size={self.batch_size} x {self._world()[0]} process(es) is larger than the "
                 f"{len(self.train_set)} training images"
             )
-
-    def _world(self) -> tuple[int, int]:
-        if self.trainer is None:
-            return 1, 0
-        return self.trainer.world_size, self.trainer.global_rank
-
-    def _loader_kwargs(self) -> dict[str, Any]:
-        return dict(
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> ResumableDataLoader:
-        assert self.train_set is not None, "call setup() first"
-        replicas, rank = self._world()
-        sampler = ResumableSampler(self.train_set, num_replicas=replicas, rank=rank, seed=self._resolved_seed())
-        return ResumableDataLoader(
-            self.train_set, sampler=sampler, position_fn=self._batches_done_in_epoch, **self._loader_kwargs()
-        )
-
-    def _batches_done_in_epoch(self) -> int:
-        """Training batches the trainer has already run in its current epoch (restored when resuming)."""
-        trainer = self.trainer
-        if trainer is None or not trainer.training:
-            return 0
-        return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
-
-    def val_dataloader(self) -> DataLoader:
-        assert self.val_set is not None, "call setup() first"
-        replicas, rank = self._world()
-        sampler = EvalShardSampler(self.val_set, num_replicas=replicas, rank=rank)
-        return DataLoader(self.val_set, sampler=sampler, **self._loader_kwargs())
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
 
 
 class ImageFolderDataModule(ImageClassificationDataModule):

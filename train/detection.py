@@ -42,10 +42,10 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .classification import ClassificationModule, _check_model_name, plain_container
-from .data import EvalShardSampler, ResumableDataLoader, ResumableSampler, derive_seed
+from .data import ResumableDataModule, derive_seed
 
 __all__ = [
     "CocoDetectionDataModule",
@@ -548,7 +548,7 @@ class CocoDetectionDataset(Dataset):
         return image, target
 
 
-class CocoDetectionDataModule(pl.LightningDataModule):
+class CocoDetectionDataModule(ResumableDataModule):
     """COCO-layout detection data: ``ROOT/<split>/`` images, ``ROOT/annotations/instances_<split>.json``.
 
     COCO 2017: ``train_split: train2017``, ``val_split: val2017``. Categories are taken from the training
@@ -640,46 +640,8 @@ class CocoDetectionDataModule(pl.LightningDataModule):
                 f"{len(self.train_set)} training images with boxes"
             )
 
-    def _world(self) -> tuple[int, int]:
-        if self.trainer is None:
-            return 1, 0
-        return self.trainer.world_size, self.trainer.global_rank
-
-    def _loader_kwargs(self) -> dict[str, Any]:
-        return dict(
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            collate_fn=collate_detection,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def _batches_done_in_epoch(self) -> int:
-        trainer = self.trainer
-        if trainer is None or not trainer.training:
-            return 0
-        return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
-
-    def train_dataloader(self) -> ResumableDataLoader:
-        assert self.train_set is not None, "call setup() first"
-        replicas, rank = self._world()
-        seed = int(self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED", 0))
-        sampler = ResumableSampler(self.train_set, num_replicas=replicas, rank=rank, seed=seed)
-        return ResumableDataLoader(
-            self.train_set, sampler=sampler, position_fn=self._batches_done_in_epoch, **self._loader_kwargs()
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        assert self.val_set is not None, "call setup() first"
-        replicas, rank = self._world()
-        sampler = EvalShardSampler(self.val_set, num_replicas=replicas, rank=rank)
-        return DataLoader(self.val_set, sampler=sampler, **self._loader_kwargs())
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+    def _collate_fn(self) -> Any:
+        return collate_detection
 
 
 # ----------------------------------------------------------------------------------------------------------
