@@ -39,7 +39,7 @@ class _FakeKernel:
 
     def __init__(self) -> None:
         def signature(x, n, stride, scale, BLOCK, FLAG=False):
-            pass
+            """The stand-in kernel's parameters, in order (its body is never run)."""
 
         self.params = [_Param(p) for p in inspect.signature(signature).parameters.values()]
         self.log: list = []
