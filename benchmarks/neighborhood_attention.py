@@ -17,7 +17,7 @@ physical limit max(F/798e12, B/3.0e12)/t (H100 machine); t is our CUDA-graph tim
 
 Usage::
 
-    python benchmarks/neighborhood_attention.py [--quick] [--out DIR] [--budget SECONDS] [--sweep]
+    python benchmarks/neighborhood_attention.py [--quick] [--out DIR] [--budget SECONDS] [--sweep [all|clear]]
         [--cases 0,3,CLEAR,6-11] [--time-limit SECONDS] [--resume neighborhood_attention.json|LOG]
     python benchmarks/neighborhood_attention.py --render neighborhood_attention.json   # md + png only, no GPU
 
@@ -455,20 +455,58 @@ def run_case(c: Case, device, dtype, bench, args, flex, deadline) -> None:
         torch.cuda.empty_cache()
 
 
-def sweep(device, dtype, bench) -> list[str]:
-    """Tile-configuration sweep for the forward and backward NA kernels on three shapes (tuning aid)."""
-    lines = ["| shape | kind | TH×TW, BLOCK_N, warps, stages | ms |", "|---|---|---|---|"]
-    shapes = [(64, 2, 56, 56, 32, 7), (8, 4, 128, 128, 64, 13), (1, 24, 128, 128, 128, 15)]
-    fwd_cfgs = [(8, 8, 64, 4, 2), (8, 16, 64, 4, 2), (16, 8, 64, 4, 2), (8, 16, 32, 4, 3), (16, 16, 64, 8, 2)]
-    bwd_cfgs = [(8, 8, 64, 4, 2), (8, 8, 32, 4, 2), (8, 16, 64, 8, 2), (4, 16, 64, 4, 2), (16, 8, 32, 8, 2)]
-    for b, heads, h, w, d, k in shapes:
+# Tile sweeps (tuning aid). Rows: (TH, TW, BLOCK_N, num_warps, num_stages[, BLOCK_E]) per kernel kind.
+SWEEP_SHAPES = {
+    # name: [(B, heads, H, W, d, kernel, circle, extra keys)]
+    "all": [
+        (64, 2, 56, 56, 32, 7, False, 0),
+        (8, 4, 128, 128, 64, 13, False, 0),
+        (1, 24, 128, 128, 128, 15, False, 0),
+    ],
+    # CLEAR r8 / r16 (kernel 2r - 1, circular) with the 512 text tokens: the forward's extra-key block size too
+    "clear": [(1, 24, 128, 128, 128, 15, True, 512), (1, 24, 128, 128, 128, 31, True, 512)],
+}
+SWEEP_CONFIGS = {
+    "all": {
+        "fwd": [(8, 8, 64, 4, 2), (8, 16, 64, 4, 2), (16, 8, 64, 4, 2), (8, 16, 32, 4, 3), (16, 16, 64, 8, 2)],
+        "bwd": [(8, 8, 64, 4, 2), (8, 8, 32, 4, 2), (8, 16, 64, 8, 2), (4, 16, 64, 4, 2), (16, 8, 32, 8, 2)],
+    },
+    "clear": {
+        "fwd": [
+            (8, 16, 32, 4, 3, 32),
+            (8, 16, 32, 4, 3, 64),
+            (8, 16, 32, 8, 3, 64),
+            (8, 16, 64, 8, 3, 64),
+            (8, 16, 32, 8, 2, 128),
+            (8, 16, 64, 8, 2, 128),
+            (8, 8, 32, 4, 3, 64),
+            (8, 8, 64, 4, 3, 64),
+            (16, 8, 32, 8, 3, 64),
+            (4, 16, 32, 4, 3, 64),
+            (16, 16, 32, 8, 2, 64),
+            (8, 16, 16, 4, 3, 64),
+        ],  # fmt: skip
+    },
+}
+
+
+def sweep(device, dtype, bench, which: str = "all") -> list[str]:
+    """Tile-configuration sweep of our NA kernels on the shapes of ``SWEEP_SHAPES[which]``."""
+    lines = ["| shape | kind | TH×TW, BLOCK_N, warps, stages[, BLOCK_E] | ms |", "|---|---|---|---|"]
+    for b, heads, h, w, d, k, circle, extra in SWEEP_SHAPES[which]:
         q, kk, v = (torch.randn(b, heads, h, w, d, device=device, dtype=dtype) for _ in range(3))
+        ke, ve = (torch.randn(b, heads, extra, d, device=device, dtype=dtype) if extra else None for _ in range(2))
         grad = torch.randn_like(q)
-        fixed = (k, k, 1, 1, False, d**-0.5, None, None, None)
-        for kind, cfgs in (("fwd", fwd_cfgs), ("bwd", bwd_cfgs)):
-            for th, tw, bn, nw, ns in cfgs:
-                _triton_na.CONFIG_OVERRIDE = {kind: dict(TH=th, TW=tw, BLOCK_N=bn, num_warps=nw, num_stages=ns)}
-                row = f"| B{b} H{heads} {h}x{w} d{d} k{k} | {kind} | {th}x{tw}, {bn}, {nw}, {ns} |"
+        fixed = (k, k, 1, 1, circle, d**-0.5, None, ke, ve)
+        label = f"B{b} H{heads} {h}x{w} d{d} k{k}" + (" circle" if circle else "") + (f" +{extra}" if extra else "")
+        for kind, cfgs in SWEEP_CONFIGS[which].items():
+            for cfg in cfgs:
+                th, tw, bn, nw, ns = cfg[:5]
+                over = dict(TH=th, TW=tw, BLOCK_N=bn, num_warps=nw, num_stages=ns)
+                if len(cfg) > 5:
+                    over["BLOCK_E"] = cfg[5]
+                _triton_na.CONFIG_OVERRIDE = {kind: over}
+                row = f"| {label} | {kind} | {th}x{tw}, {bn}, {nw}, {ns}{f', {cfg[5]}' if len(cfg) > 5 else ''} |"
                 try:
                     out, lse = _triton_na.forward(q, kk, v, *fixed)
                     if kind == "fwd":
@@ -884,7 +922,14 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--render", type=Path, default=None, help="only re-write the md/json/png from this JSON (or log); no GPU"
     )
-    parser.add_argument("--sweep", action="store_true", help="append a tile-configuration sweep")
+    parser.add_argument(
+        "--sweep",
+        nargs="?",
+        const="all",
+        choices=sorted(SWEEP_SHAPES),
+        default=None,
+        help="append a tile-configuration sweep (all: the three square shapes; clear: CLEAR r8/r16 forward)",
+    )
     parser.add_argument("--no-docs", action="store_true", help="do not write into docs/benchmarks")
     args = parser.parse_args(argv)
 
@@ -958,7 +1003,7 @@ def main(argv=None) -> int:
     if args.sweep and over_time():
         print("time limit: tile sweep skipped", flush=True)
     elif args.sweep:
-        sweep_data = {"lines": sweep(device, dtype, bench), "env": env}
+        sweep_data = {"lines": sweep(device, dtype, bench, args.sweep), "env": env}
         write()
     for folder in targets:
         print(f"wrote {folder / 'neighborhood_attention.md'} ({len(rows)} rows)")

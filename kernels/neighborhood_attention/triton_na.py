@@ -47,7 +47,7 @@ def _config(head_dim: int, kind: str) -> dict:
     # Best of the H100 sweep in docs/benchmarks/neighborhood_attention.md (bf16, d 32/64/128, k 7/13/15):
     # forward 8x16 query tiles streaming 32-key blocks, backward 8x8 tiles with 32-row blocks.
     if kind == "fwd":
-        cfg = dict(TH=8, TW=16, BLOCK_N=32, num_warps=4, num_stages=3)
+        cfg = dict(TH=8, TW=16, BLOCK_N=32, BLOCK_E=32, num_warps=4, num_stages=3)
     else:
         cfg = dict(TH=8, TW=8, BLOCK_N=32, num_warps=4, num_stages=2)
     cfg.update(CONFIG_OVERRIDE.get(kind, {}))
@@ -121,7 +121,7 @@ def _na_fwd_kernel(
     H, W, M_EXTRA, n_ty, n_tx, n_heads, qk_scale,
     KH: tl.constexpr, KW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     CIRCLE: tl.constexpr, HAS_RPB: tl.constexpr, HAS_EXTRA: tl.constexpr,
-    TH: tl.constexpr, TW: tl.constexpr, BLOCK_N: tl.constexpr,
+    TH: tl.constexpr, TW: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_E: tl.constexpr, EVEN_E: tl.constexpr,
     D: tl.constexpr, DV: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     pid_t = tl.program_id(0)
@@ -176,7 +176,8 @@ def _na_fwd_kernel(
         allowed = _pair_mask(
             qi[:, None], qj[:, None], kr[None, :], kc[None, :], sy[:, None], sx[:, None], KH, KW, CIRCLE
         )
-        allowed = allowed & k_ok[None, :] & q_ok[:, None]
+        # Rows of queries outside the map (q_ok false) are computed on zero queries and never stored.
+        allowed = allowed & k_ok[None, :]
         if HAS_RPB:
             rel = (kr[None, :] - qi[:, None] + KH - 1) * (2 * KW - 1) + kc[None, :] - qj[:, None] + KW - 1
             s += tl.load(RPB + head * (2 * KH - 1) * (2 * KW - 1) + rel, mask=allowed, other=0.0) * 1.4426950408889634
@@ -189,21 +190,24 @@ def _na_fwd_kernel(
         acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PREC)
         m_i = m_new
     if HAS_EXTRA:
-        for n0 in range(0, M_EXTRA, BLOCK_N):
-            offs_n = n0 + tl.arange(0, BLOCK_N)
-            e_ok = offs_n < M_EXTRA
+        # Every query sees every extra key: no pair mask, and with EVEN_E (M_EXTRA % BLOCK_E == 0) no key mask;
+        # blocks of their own size BLOCK_E (larger than the halo's at d = 128: fewer, fuller MMAs).
+        for n0 in range(0, M_EXTRA, BLOCK_E):
+            offs_e = n0 + tl.arange(0, BLOCK_E)
+            e_ok = offs_e < M_EXTRA
             k = tl.load(
-                KE + bh * M_EXTRA * D + offs_n[:, None] * D + offs_d[None, :],
+                KE + bh * M_EXTRA * D + offs_e[:, None] * D + offs_d[None, :],
                 mask=e_ok[:, None] & (offs_d < D)[None, :],
                 other=0.0,
             )
             v = tl.load(
-                VE + bh * M_EXTRA * DV + offs_n[:, None] * DV + offs_dv[None, :],
+                VE + bh * M_EXTRA * DV + offs_e[:, None] * DV + offs_dv[None, :],
                 mask=e_ok[:, None] & (offs_dv < DV)[None, :],
                 other=0.0,
             )
             s = _dot(q, tl.trans(k), PREC) * qk_scale
-            s = tl.where(e_ok[None, :] & q_ok[:, None], s, float("-inf"))
+            if not EVEN_E:
+                s = tl.where(e_ok[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
             alpha = tl.exp2(m_i - m_safe)
@@ -480,8 +484,8 @@ def forward(q, k, v, kh, kw, dh, dw, circle, scale, rpb, k_extra, v_extra):
         q, k, v, out, lse, rpb_t, ke, ve,
         height, width, m_extra, n_ty, n_tx, heads, scale * LOG2E,
         KH=kh, KW=kw, DH=dh, DW=dw, CIRCLE=circle, HAS_RPB=rpb is not None, HAS_EXTRA=k_extra is not None,
-        TH=cfg["TH"], TW=cfg["TW"], BLOCK_N=cfg["BLOCK_N"], num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"], **dims,
+        TH=cfg["TH"], TW=cfg["TW"], BLOCK_N=cfg["BLOCK_N"], BLOCK_E=cfg["BLOCK_E"],
+        EVEN_E=m_extra % cfg["BLOCK_E"] == 0, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], **dims,
     )  # fmt: skip
     return out, lse
 

@@ -92,6 +92,7 @@ TRITON_CASES = [
     ((13, 14), (13, 7), (1, 2), "square", True, 5, 24),
     ((11, 9), (7, 7), (1, 1), "circle", True, 3, 16),
     ((12, 12), (9, 9), (1, 1), "circle", False, 0, 8),
+    ((10, 9), (5, 5), (1, 1), "circle", False, 64, 16),  # extra keys a multiple of the block: unmasked loop
 ]
 
 
