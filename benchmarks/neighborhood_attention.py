@@ -17,8 +17,8 @@ physical limit max(F/798e12, B/3.0e12)/t (H100 machine); t is our CUDA-graph tim
 
 Usage::
 
-    python benchmarks/neighborhood_attention.py [--quick] [--out DIR] [--budget SECONDS] [--sweep [all|clear]]
-        [--cases 0,3,CLEAR,6-11] [--time-limit SECONDS] [--resume neighborhood_attention.json|LOG]
+    python benchmarks/neighborhood_attention.py [--quick] [--out DIR] [--budget SECONDS] [--sweep [all|d128]]
+        [--cases 0,3,CLEAR,6-11] [--time-limit SECONDS] [--resume neighborhood_attention.json|LOG [--redo 3]]
     python benchmarks/neighborhood_attention.py --render neighborhood_attention.json   # md + png only, no GPU
 
 writes ``docs/benchmarks/neighborhood_attention.{md,json,png}`` (and the same files into ``--out``) after every
@@ -463,29 +463,32 @@ SWEEP_SHAPES = {
         (8, 4, 128, 128, 64, 13, False, 0),
         (1, 24, 128, 128, 128, 15, False, 0),
     ],
-    # CLEAR r8 / r16 (kernel 2r - 1, circular) with the 512 text tokens: the forward's extra-key block size too
-    "clear": [(1, 24, 128, 128, 128, 15, True, 512), (1, 24, 128, 128, 128, 31, True, 512)],
+    # d = 128: CLEAR r8 / r16 (kernel 2r - 1, circular) with the 512 text tokens (the forward's extra-key block
+    # size too), and a square k13 map
+    "d128": [
+        (1, 24, 128, 128, 128, 15, True, 512),
+        (1, 24, 128, 128, 128, 31, True, 512),
+        (4, 8, 128, 128, 128, 13, False, 0),
+    ],
 }
 SWEEP_CONFIGS = {
     "all": {
         "fwd": [(8, 8, 64, 4, 2), (8, 16, 64, 4, 2), (16, 8, 64, 4, 2), (8, 16, 32, 4, 3), (16, 16, 64, 8, 2)],
         "bwd": [(8, 8, 64, 4, 2), (8, 8, 32, 4, 2), (8, 16, 64, 8, 2), (4, 16, 64, 4, 2), (16, 8, 32, 8, 2)],
     },
-    "clear": {
+    "d128": {
         "fwd": [
-            (8, 16, 32, 4, 3, 32),
-            (8, 16, 32, 4, 3, 64),
-            (8, 16, 32, 8, 3, 64),
-            (8, 16, 64, 8, 3, 64),
-            (8, 16, 32, 8, 2, 128),
-            (8, 16, 64, 8, 2, 128),
-            (8, 8, 32, 4, 3, 64),
-            (8, 8, 64, 4, 3, 64),
-            (16, 8, 32, 8, 3, 64),
             (4, 16, 32, 4, 3, 64),
-            (16, 16, 32, 8, 2, 64),
-            (8, 16, 16, 4, 3, 64),
-        ],  # fmt: skip
+            (4, 16, 64, 4, 3, 64),
+            (4, 16, 32, 4, 4, 64),
+            (4, 16, 32, 4, 2, 64),
+            (4, 16, 32, 4, 3, 128),
+            (4, 32, 32, 4, 3, 64),
+            (2, 32, 32, 4, 3, 64),
+            (4, 8, 32, 4, 3, 64),
+            (4, 16, 32, 8, 3, 64),
+            (8, 16, 32, 4, 3, 32),
+        ],
     },
 }
 
@@ -920,6 +923,11 @@ def main(argv=None) -> int:
         "--resume", type=Path, default=None, help="JSON (or log) of an earlier run: keep its rows, skip those cases"
     )
     parser.add_argument(
+        "--redo",
+        default=None,
+        help="with --resume: cases (as --cases) measured again although the resumed table has them (after a change)",
+    )
+    parser.add_argument(
         "--render", type=Path, default=None, help="only re-write the md/json/png from this JSON (or log); no GPU"
     )
     parser.add_argument(
@@ -928,7 +936,7 @@ def main(argv=None) -> int:
         const="all",
         choices=sorted(SWEEP_SHAPES),
         default=None,
-        help="append a tile-configuration sweep (all: the three square shapes; clear: CLEAR r8/r16 forward)",
+        help="append a tile-configuration sweep (all: three square shapes; d128: the forward at d = 128, CLEAR r8/r16)",
     )
     parser.add_argument("--no-docs", action="store_true", help="do not write into docs/benchmarks")
     args = parser.parse_args(argv)
@@ -938,6 +946,7 @@ def main(argv=None) -> int:
         targets.append(args.out)
     try:
         order = select_cases(args.cases, args.quick)
+        redo = set(select_cases(args.redo, args.quick)) if args.redo else set()
         rows, sweep_data = load_rows(args.render or args.resume) if (args.render or args.resume) else ([], None)
     except ValueError as exc:
         parser.error(str(exc))
@@ -947,7 +956,8 @@ def main(argv=None) -> int:
             print(f"wrote {write_outputs(folder, rows, sweep_data)} ({len(rows)} rows)")
         return 0
     done = {r["case"] for r in rows}
-    todo = [i for i in order if CASES[i].label() not in done]
+    todo = [i for i in order if CASES[i].label() not in done or i in redo]
+    todo += [i for i in sorted(redo) if i not in todo]
     if args.resume is not None:
         print(f"resumed {len(rows)} rows from {args.resume}; to run: {compact(todo) or 'none'}", flush=True)
 

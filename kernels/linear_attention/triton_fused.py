@@ -80,6 +80,16 @@ def _make_plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
     return dict(B=B, H=H, N=N, DK=DK, DV=DV, DKP=dkp, BDV=bdv, NUM_DVT=num_dvt, BH=bh, C=c, CHUNK=chunk)
 
 
+def _f32_buffers(device: torch.device, *sizes: int) -> list[torch.Tensor]:
+    """Flat fp32 buffers of the given sizes carved from one allocation, each starting 16-byte aligned.
+
+    One allocation and one split instead of one allocation per buffer: at 224-px shapes the op is host-bound
+    and each ``torch.empty`` costs ~3–5 µs of host time (up to 10 buffers per call).
+    """
+    padded = [cdiv(n, 4) * 4 for n in sizes]
+    return list(torch.split_with_sizes(torch.empty(sum(padded), device=device, dtype=torch.float32), padded))
+
+
 def _row_align(*tensors: torch.Tensor) -> int:
     """``RV``: 1 when Triton sees the rows' alignment itself, else the largest of 8, 4, 2 dividing every batch,
     head and row stride of ``tensors`` (in elements).
@@ -145,17 +155,17 @@ def compute_state(
             torch.zeros((B, H, DK + DV + 2), **f32),
         )
     # The reduce kernel writes all of S and z, and the parts of aux its normaliser reads back: no zero fill
-    # (each fill would be one more launch on the host-bound small shapes).
+    # (each fill would be one more launch on the host-bound small shapes). S, z, aux are separate allocations
+    # (outputs of the custom op may not alias each other); the chunk partials, freed on return, share one.
     S = torch.empty((B, H, DK, DV), **f32)
     Z = torch.empty((B, H, DK), **f32)
     aux = torch.empty((B, H, DK + DV + 2), **f32)
     low, _, prec = _precision(q.dtype)
     rope, has_rope = _rope_args(rope_cos, rope_sin, q)
-    qp = torch.empty((BH, C, DK), **f32) if norm == 4 else S
-    sp = torch.empty((BH, C, DK, DV), **f32)
-    zp = torch.empty((BH, C, DK), **f32)
-    vp = torch.empty((BH, C, DV), **f32) if norm == 3 else zp
-    mp = torch.empty((BH, C, 2), **f32) if norm == 4 else zp
+    # Partials of C chunks: S (sp), z (zp), and for rala q̄ (qp) and the softmax max/sum (mp), for injective v̄ (vp)
+    sp, zp, qp, vp, mp = _f32_buffers(
+        q.device, BH * C * DK * DV, BH * C * DK, BH * C * DK * (norm == 4), BH * C * DV * (norm == 3), BH * C * 2
+    )
     common = dict(DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"], NORM=norm, ROPE=has_rope)
     if norm == 4:
         cfg = kern.launch_config("qsum", p["DKP"], p["BDV"])
@@ -262,13 +272,15 @@ def backward(
         return dq, dk, dv, dtemp.to(temperature.dtype if has_temp else q.dtype)
     low, lows, prec = _precision(q.dtype)
     rope, has_rope = _rope_args(rope_cos, rope_sin, q)
-    f32 = dict(device=q.device, dtype=torch.float32)
     S, Z, aux = S.contiguous(), Z.contiguous(), aux.contiguous()
     temp = temperature.reshape(-1).float().contiguous() if has_temp else S
-    dsp = torch.empty((BH, C, DK, DV), **f32)
-    dzp = torch.empty((BH, C, DK), **f32)
-    gp = torch.empty((BH, C, DV), **f32) if norm == 3 else dzp
-    dtp = torch.empty((BH, C), **f32) if has_temp else dzp
+    # fp32 scratch, one allocation: chunk partials of dS (dsp), dz (dzp), the injective g (gp), d temperature
+    # (dtp); the reduced dS (dse), and the per-head vectors and scalars the (k, v) pass reads (zv, cv, cr, dt);
+    # the q̄ correction partials of rala (dqbp).
+    dsp, dzp, gp, dtp, dse, zv, cv, cr, dt, dqbp = _f32_buffers(
+        q.device, BH * C * DK * DV, BH * C * DK, BH * C * DV * (norm == 3), BH * C * has_temp,
+        BH * DK * DV, BH * DK, BH * DV, BH, BH, BH * C * DK * (norm == 4),
+    )  # fmt: skip
     dims = dict(DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"])
     flags = dict(FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=has_temp, LOW=low, LOWS=lows, PREC=prec, **dims)
     qargs = (q, *q.stride(), grad_out, *grad_out.stride(), dq, *dq.stride(), *rope, S, Z, temp, dsp, dzp, gp, dtp)
@@ -280,16 +292,10 @@ def backward(
         loop = p["NUM_DVT"]
         launch(kern._bwd_q_kernel, (C, BH, 1), *qargs, *sizes, T_LOOP=loop, DO_DQ=True, DO_DS=False, **flags, **qcfg)
         launch(kern._bwd_q_kernel, (C, BH, loop), *qargs, *sizes, T_LOOP=1, DO_DQ=False, DO_DS=True, **flags, **qcfg)
-    dse = torch.empty((BH, DK, DV), **f32)
-    zv = torch.empty((BH, DK), **f32)
-    cv = torch.empty((BH, DV), **f32)
-    cr = torch.empty((BH,), **f32)
-    dt = torch.empty((BH,), **f32)
     launch(kern._bwd_reduce_kernel, (BH,),
         dsp, dzp, gp, dtp, S, Z, aux, dse, zv, cv, cr, dt, N, DK, DV, C, float(scale),
         NORM=norm, HAS_TEMP=has_temp, **dims,
     )  # fmt: skip
-    dqbp = torch.empty((BH, C, DK), **f32) if norm == 4 else dzp
     launch(kern._bwd_kv_kernel, (C, BH),
         k, *k.stride(), v, *v.stride(), dk, *dk.stride(), dv, *dv.stride(), *rope,
         dse, zv, cv, cr, aux, dqbp, N, H, DK, DV, C, p["CHUNK"], float(scale),
@@ -302,7 +308,7 @@ def backward(
             FMAP=fmap, DKP=p["DKP"], RV=_row_align(q, dq), **kern.launch_config("qsum", p["DKP"], p["BDV"]),
         )  # fmt: skip
     if has_temp:
-        dtemp = dt.view(B, H).sum(0).reshape(temperature.shape).to(temperature.dtype)
+        dtemp = dt[:BH].view(B, H).sum(0).reshape(temperature.shape).to(temperature.dtype)
     else:
         dtemp = q.new_zeros(0)
     return dq, dk, dv, dtemp

@@ -44,9 +44,13 @@ CONFIG_OVERRIDE: dict = {}
 
 
 def _config(head_dim: int, kind: str) -> dict:
-    # Best of the H100 sweep in docs/benchmarks/neighborhood_attention.md (bf16, d 32/64/128, k 7/13/15):
-    # forward 8x16 query tiles streaming 32-key blocks, backward 8x8 tiles with 32-row blocks.
-    if kind == "fwd":
+    # Best of the H100 sweeps in docs/benchmarks/neighborhood_attention.md (bf16): forward 8x16 query tiles
+    # streaming 32-key blocks (d 32/64), backward 8x8 tiles with 32-row blocks. At d = 128 the forward takes 4x16
+    # tiles (a smaller halo per query, and a 64x128 fp32 accumulator that leaves registers for 64-key blocks of
+    # the extra keys): CLEAR r8 0.785 -> 0.682 ms, r16 1.504 -> 1.364 ms (session 4, sweep "d128").
+    if kind == "fwd" and head_dim >= 128:
+        cfg = dict(TH=4, TW=16, BLOCK_N=32, BLOCK_E=64, num_warps=4, num_stages=3)
+    elif kind == "fwd":
         cfg = dict(TH=8, TW=16, BLOCK_N=32, BLOCK_E=32, num_warps=4, num_stages=3)
     else:
         cfg = dict(TH=8, TW=8, BLOCK_N=32, num_warps=4, num_stages=2)

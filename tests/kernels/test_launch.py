@@ -101,6 +101,22 @@ def test_each_specialization_change_goes_back_to_triton(fast, change):
     assert [entry[0] for entry in kernel.log] == ["jit", "fast", "jit"]
 
 
+def test_parameters_are_keyed_like_tensors_and_ints_by_value(fast):
+    """nn.Parameter (a Tensor subclass) is keyed by dtype and alignment, not by its type alone; an int is its own
+    key, so a new size goes through Triton once and then launches directly."""
+    kernel = _FakeKernel()
+
+    def call(x, n):
+        _launch.launch(kernel, (1,), x, n, 32, 0.5, BLOCK=16)
+
+    w32, w16 = torch.nn.Parameter(torch.zeros(8)), torch.nn.Parameter(torch.zeros(8, dtype=torch.float16))
+    call(w32, 100)
+    call(w16, 100)
+    call(w16, 101)
+    call(w16, 101)
+    assert [entry[0] for entry in kernel.log] == ["jit", "jit", "jit", "fast"]
+
+
 def test_interpreter_and_switch_off_use_triton_every_time(fast, monkeypatch):
     kernel = _FakeKernel()
     x = torch.zeros(8)

@@ -261,6 +261,23 @@ def test_main_writes_after_every_case_and_stops_at_time_limit(na, tmp_path, monk
     assert "in 2 runs" in text and "| run |" in text
 
 
+def test_resume_with_redo_measures_a_done_case_again(na, tmp_path, monkeypatch):
+    gpu = FakeGPU(na, tmp_path, case_seconds=1.0)
+    gpu.install(monkeypatch)
+    assert na.main(["--no-docs", "--out", str(tmp_path), "--cases", "0,1"]) == 0
+    json_path = tmp_path / "neighborhood_attention.json"
+    first = {r["index"]: r["env"]["id"] for r in json.loads(json_path.read_text())["rows"]}
+    for c in na.CASES:
+        c.results = {}
+    gpu2 = FakeGPU(na, tmp_path, case_seconds=1.0)
+    gpu2.install(monkeypatch)
+    argv = ["--no-docs", "--out", str(tmp_path), "--resume", str(json_path), "--cases", "0,1,2", "--redo", "1"]
+    assert na.main(argv) == 0
+    assert gpu2.ran == [1, 2]  # case 0 kept, case 1 measured again, case 2 new
+    rows = {r["index"]: r["env"]["id"] for r in json.loads(json_path.read_text())["rows"]}
+    assert rows[0] == first[0] and rows[1] != first[1] and rows[1] == rows[2]
+
+
 # ---------------------------------------------------------------------------------------------- CUDA-graph times
 def graph_results(index: int) -> dict:
     """``fake_results`` of a host-bound case with CUDA-graph times (ours, flex; timm's fwd+bwd capture failed)."""

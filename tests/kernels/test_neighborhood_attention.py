@@ -93,6 +93,7 @@ TRITON_CASES = [
     ((11, 9), (7, 7), (1, 1), "circle", True, 3, 16),
     ((12, 12), (9, 9), (1, 1), "circle", False, 0, 8),
     ((10, 9), (5, 5), (1, 1), "circle", False, 64, 16),  # extra keys a multiple of the block: unmasked loop
+    ((9, 10), (5, 5), (1, 1), "circle", False, 70, 128),  # d = 128: 4x16 tiles, 64-key extra blocks, a partial one
 ]
 
 
