@@ -167,7 +167,7 @@ def run_case(case, dtype, mode, compiled_ref, bw, skip_peers=()):
     for name in PEERS:
         peer = peers.get(name)
         if name in skip_peers:
-            row["na"][name] = "skipped"
+            row["na"][name] = "skipped (this run)"
             continue
         if isinstance(peer, str):
             row["na"][name] = peer
@@ -175,6 +175,7 @@ def run_case(case, dtype, mode, compiled_ref, bw, skip_peers=()):
         if name.startswith("sdpa") and dtype == torch.float32 and name != "sdpa_efficient":
             row["na"][name] = "n/a (no fp32 kernel)"
             continue
+        started = time.perf_counter()
         try:
             ms, gms = _time(peer, inputs, mode, graph_under_us=3000.0 if name in ("ours", "compiled") else 0.0)
             row["ms"][name] = ms
@@ -184,6 +185,8 @@ def run_case(case, dtype, mode, compiled_ref, bw, skip_peers=()):
             if name == "ours":
                 traceback.print_exc()
             row["na"][name] = f"n/a ({type(exc).__name__}: {str(exc).splitlines()[0][:60]})"
+        # wall seconds per peer, compilation and autotuning included (what a run's budget goes to)
+        row.setdefault("peer_s", {})[name] = round(time.perf_counter() - started, 1)
         torch.cuda.empty_cache()
     elem = torch.finfo(dtype).bits // 8
     row["floor_bytes"] = _floor_bytes(b, h, n, dk, dv, elem, mode)
@@ -194,7 +197,7 @@ def run_case(case, dtype, mode, compiled_ref, bw, skip_peers=()):
     print(
         f"{label:28s} {row['dtype']:8s} {mode:7s} "
         + " ".join(f"{k}={v:.3f}" for k, v in row["ms"].items())
-        + f" err={row['err']:.1e} floor%={row.get('pct_floor', float('nan')):.0f}",
+        + f" err={row['err']:.1e} floor%={row.get('pct_floor', float('nan')):.0f} wall s: {row['peer_s']}",
         flush=True,
     )
     return row
@@ -492,8 +495,16 @@ def main() -> None:
     parser.add_argument(
         "--resume", type=Path, default=None, help="JSON of an earlier run: keep its rows and sweep, run the rest"
     )
+    parser.add_argument(
+        "--skip-peers",
+        default="",
+        help=f"comma-separated peers not timed in this run (of {', '.join(PEERS[1:])}; their cells say skipped)",
+    )
     args = parser.parse_args()
     out_dirs = ([] if args.no_docs else [DOCS]) + ([args.out] if args.out else [])
+    skipped = tuple(p for p in args.skip_peers.split(",") if p)
+    if not set(skipped) <= set(PEERS[1:]):
+        parser.error(f"--skip-peers: expected peers among {', '.join(PEERS[1:])}; got {args.skip_peers!r}")
     if args.render:
         render(json.loads(args.render.read_text()), out_dirs)
         return
@@ -542,7 +553,7 @@ def main() -> None:
     def run_one(case, dtype, mode):  # re-rendered after every row so a run cut short keeps what it measured
         if (case[0], str(dtype).replace("torch.", ""), mode) in done:
             return
-        row = run_case(case, dtype, mode, compiled_ref, bw)
+        row = run_case(case, dtype, mode, compiled_ref, bw, skip_peers=skipped)
         row["run"] = run_tag
         results["rows"].append(row)
         render(results, out_dirs, plot=bool(results["sweep"]))
@@ -553,7 +564,7 @@ def main() -> None:
     if not results["sweep"] and not args.cases:  # the plot's N sweep, early so a cut run has it
         for n in SWEEP_N if not args.quick else (4096, 16384):
             case = (f"sweep N={n}", 1, 16, n, 64, 64, "elu+1", "standard", False)
-            row = run_case(case, torch.bfloat16, "fwd+bwd", compiled_ref, bw, skip_peers=("sdpa_efficient",))
+            row = run_case(case, torch.bfloat16, "fwd+bwd", compiled_ref, bw, skip_peers=("sdpa_efficient", *skipped))
             row["run"] = run_tag
             results["sweep"].append(row)
         render(results, out_dirs)

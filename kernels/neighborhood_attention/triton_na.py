@@ -46,10 +46,11 @@ CONFIG_OVERRIDE: dict = {}
 def _config(head_dim: int, kind: str) -> dict:
     # Best of the H100 sweeps in docs/benchmarks/neighborhood_attention.md (bf16): forward 8x16 query tiles
     # streaming 32-key blocks (d 32/64), backward 8x8 tiles with 32-row blocks. At d = 128 the forward takes 4x16
-    # tiles (a smaller halo per query, and a 64x128 fp32 accumulator that leaves registers for 64-key blocks of
-    # the extra keys): CLEAR r8 0.785 -> 0.682 ms, r16 1.504 -> 1.364 ms (session 4, sweep "d128").
+    # tiles (a smaller halo per query, and a 64x128 fp32 accumulator that leaves registers for 64-key blocks):
+    # CLEAR r8 0.784 -> 0.675 ms, r16 1.504 -> 1.325 ms (session 4, sweep "d128"; 8x16 tiles with 64-key
+    # blocks spill).
     if kind == "fwd" and head_dim >= 128:
-        cfg = dict(TH=4, TW=16, BLOCK_N=32, BLOCK_E=64, num_warps=4, num_stages=3)
+        cfg = dict(TH=4, TW=16, BLOCK_N=64, BLOCK_E=64, num_warps=4, num_stages=3)
     elif kind == "fwd":
         cfg = dict(TH=8, TW=16, BLOCK_N=32, BLOCK_E=32, num_warps=4, num_stages=3)
     else:
@@ -180,9 +181,11 @@ def _na_fwd_kernel(
         allowed = _pair_mask(
             qi[:, None], qj[:, None], kr[None, :], kc[None, :], sy[:, None], sx[:, None], KH, KW, CIRCLE
         )
-        # Rows of queries outside the map (q_ok false) are computed on zero queries and never stored.
+        # Rows of queries outside the map (q_ok false) are computed on zero queries and never stored; only the
+        # bias gather must skip them (their offsets fall outside the table).
         allowed = allowed & k_ok[None, :]
         if HAS_RPB:
+            allowed = allowed & q_ok[:, None]
             rel = (kr[None, :] - qi[:, None] + KH - 1) * (2 * KW - 1) + kc[None, :] - qj[:, None] + KW - 1
             s += tl.load(RPB + head * (2 * KH - 1) * (2 * KW - 1) + rel, mask=allowed, other=0.0) * 1.4426950408889634
         s = tl.where(allowed, s, float("-inf"))
