@@ -48,7 +48,7 @@ _PLANS: dict[tuple, dict] = {}
 
 def _plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
     """Padded head dims, dv tiling and the split of N into chunks (memoised: it runs on every call)."""
-    key = (tuple(q.shape), v.shape[-1], interpret, q.device, _compiled_kernels.PROGRAMS_PER_SM)
+    key = (tuple(q.shape), v.shape[-1], q.dtype, interpret, q.device, _compiled_kernels.PROGRAMS_PER_SM)
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) > 4096:  # many distinct shapes (e.g. a resolution sweep): start over
@@ -61,7 +61,7 @@ def _make_plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
     B, H, N, DK = q.shape
     DV = v.shape[-1]
     dkp, dvp = _pow2(DK), _pow2(DV)
-    bdv = min(dvp, 128 if dkp <= 128 else 64)
+    bdv = _compiled_kernels.value_tile(dkp, dvp, q.dtype == torch.float32)
     num_dvt = dvp // bdv
     bh = B * H
     if interpret:
@@ -161,6 +161,7 @@ def compute_state(
     Z = torch.empty((B, H, DK), **f32)
     aux = torch.empty((B, H, DK + DV + 2), **f32)
     low, _, prec = _precision(q.dtype)
+    fp32 = q.dtype == torch.float32
     rope, has_rope = _rope_args(rope_cos, rope_sin, q)
     # Partials of C chunks: S (sp), z (zp), and for rala q̄ (qp) and the softmax max/sum (mp), for injective v̄ (vp)
     sp, zp, qp, vp, mp = _f32_buffers(
@@ -176,7 +177,7 @@ def compute_state(
         k, *k.stride(), v, *v.stride(), *rope, qp, sp, zp, vp, mp,
         N, H, DK, DV, C, p["CHUNK"], float(scale),
         FMAP=fmap, LOW=low, PREC=prec, RV=_row_align(k, v), **common,
-        **kern.launch_config("state", p["DKP"], p["BDV"]),
+        **kern.launch_config("state", p["DKP"], p["BDV"], fp32),
     )  # fmt: skip
     launch(kern._state_reduce_kernel, (BH, p["NUM_DVT"]),
         qp, sp, zp, vp, mp, S, Z, aux, N, DK, DV, C, float(scale), NORM=norm, DKP=p["DKP"], BDV=p["BDV"],
@@ -207,6 +208,7 @@ def forward_with_state(
     if N == 0:
         return o, S, Z, aux
     _, lows, prec = _precision(q.dtype)
+    fp32 = q.dtype == torch.float32
     rope, has_rope = _rope_args(rope_cos, rope_sin, q)
     temp = temperature.reshape(-1).float().contiguous() if temperature is not None else S
     launch(kern._out_kernel, (C, BH, p["NUM_DVT"]),
@@ -214,7 +216,7 @@ def forward_with_state(
         N, H, DK, DV, p["CHUNK"], float(eps), float(clamp_min),
         FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=temperature is not None, PREC=prec, LOWS=lows,
         DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"], RV=_row_align(q, o),
-        **kern.launch_config("out", p["DKP"], p["BDV"]),
+        **kern.launch_config("out", p["DKP"], p["BDV"], fp32),
     )  # fmt: skip
     return o, S, Z, aux
 
@@ -271,6 +273,7 @@ def backward(
         dtemp = torch.zeros(temperature.shape if has_temp else (0,), device=q.device)
         return dq, dk, dv, dtemp.to(temperature.dtype if has_temp else q.dtype)
     low, lows, prec = _precision(q.dtype)
+    fp32 = q.dtype == torch.float32
     rope, has_rope = _rope_args(rope_cos, rope_sin, q)
     S, Z, aux = S.contiguous(), Z.contiguous(), aux.contiguous()
     temp = temperature.reshape(-1).float().contiguous() if has_temp else S
@@ -285,13 +288,14 @@ def backward(
     flags = dict(FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=has_temp, LOW=low, LOWS=lows, PREC=prec, **dims)
     qargs = (q, *q.stride(), grad_out, *grad_out.stride(), dq, *dq.stride(), *rope, S, Z, temp, dsp, dzp, gp, dtp)
     sizes = (N, H, DK, DV, C, p["CHUNK"], float(eps), float(clamp_min))
-    qcfg = dict(kern.launch_config("bwd_q", p["DKP"], p["BDV"]), RV=_row_align(q, grad_out, dq))
+    qcfg = dict(kern.launch_config("bwd_q", p["DKP"], p["BDV"], fp32), RV=_row_align(q, grad_out, dq))
     if p["NUM_DVT"] == 1:
         launch(kern._bwd_q_kernel, (C, BH, 1), *qargs, *sizes, T_LOOP=1, DO_DQ=True, DO_DS=True, **flags, **qcfg)
     else:  # dq needs every dv tile, dS one tile per program: two launches
         loop = p["NUM_DVT"]
         launch(kern._bwd_q_kernel, (C, BH, 1), *qargs, *sizes, T_LOOP=loop, DO_DQ=True, DO_DS=False, **flags, **qcfg)
-        launch(kern._bwd_q_kernel, (C, BH, loop), *qargs, *sizes, T_LOOP=1, DO_DQ=False, DO_DS=True, **flags, **qcfg)
+        dscfg = dict(kern.launch_config("bwd_ds", p["DKP"], p["BDV"], fp32), RV=qcfg["RV"])
+        launch(kern._bwd_q_kernel, (C, BH, loop), *qargs, *sizes, T_LOOP=1, DO_DQ=False, DO_DS=True, **flags, **dscfg)
     launch(kern._bwd_reduce_kernel, (BH,),
         dsp, dzp, gp, dtp, S, Z, aux, dse, zv, cv, cr, dt, N, DK, DV, C, float(scale),
         NORM=norm, HAS_TEMP=has_temp, **dims,
@@ -300,7 +304,7 @@ def backward(
         k, *k.stride(), v, *v.stride(), dk, *dk.stride(), dv, *dv.stride(), *rope,
         dse, zv, cv, cr, aux, dqbp, N, H, DK, DV, C, p["CHUNK"], float(scale),
         FMAP=fmap, NORM=norm, ROPE=has_rope, PREC=prec, LOWS=lows, RV=_row_align(k, v, dk, dv), **dims,
-        **kern.launch_config("bwd_kv", p["DKP"], p["BDV"]),
+        **kern.launch_config("bwd_kv", p["DKP"], p["BDV"], fp32),
     )  # fmt: skip
     if norm == 4:
         launch(kern._bwd_dq_fix_kernel, (C, BH),

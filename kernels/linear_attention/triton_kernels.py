@@ -57,11 +57,51 @@ TUNING: dict[tuple[str, int, int], tuple[int, int, int]] = {
 # out pass without (1 stage: 101 / 32 us; 3 stages: 121 / 31 us), the (k, v) pass about equal (230 vs 219 us).
 
 
-def launch_config(kind: str, dkp: int, bdv: int) -> dict:
+# fp32 inputs: (BLOCK_N, num_warps, num_stages) per kernel kind and padded dk. fp32 row tiles take twice the
+# registers of bf16 ones and IEEE fp32 dots (PyTorch's default, allow_tf32 off) are lowered to FMAs with their
+# operands in registers, so the bf16 tiles above spill kilobytes per thread (ptxas, sm_90, Triton 3.6: bwd_q
+# at 64x64 6 KB of stack; H100 DiT@2048 fp32 forward+backward 40.8 ms against 7.1 ms for eager PyTorch).
+# Each entry is the largest BLOCK_N without spills for RALA+RoPE (the heaviest variant) in both IEEE and TF32
+# (scan: tests/kernels/kernel_codegen.py reports the stack bytes). dk 128 takes 64-wide dv tiles in fp32
+# (:func:`value_tile`): with one 128x128 state and its gradient in registers every row count spilled.
+FP32_TUNING: dict[tuple[str, int], tuple[int, int, int]] = {
+    ("state", 32): (64, 4, 1),
+    ("state", 64): (64, 8, 1),
+    ("state", 128): (64, 8, 1),
+    ("state", 256): (32, 8, 1),
+    ("out", 32): (64, 4, 1),
+    ("out", 64): (64, 8, 1),
+    ("out", 128): (32, 8, 1),
+    ("out", 256): (32, 8, 1),
+    ("bwd_q", 32): (64, 8, 1),
+    ("bwd_q", 64): (32, 8, 1),
+    ("bwd_q", 128): (32, 8, 1),
+    ("bwd_q", 256): (16, 8, 1),
+    ("bwd_ds", 128): (16, 8, 1),  # the dS half of the (q, dO) pass when dv takes two or more tiles
+    ("bwd_ds", 256): (16, 8, 1),
+    ("bwd_kv", 32): (64, 8, 1),
+    ("bwd_kv", 64): (16, 4, 1),
+    ("bwd_kv", 128): (32, 8, 1),
+    ("bwd_kv", 256): (16, 8, 1),
+}
+
+
+def value_tile(dkp: int, dvp: int, fp32: bool) -> int:
+    """BDV, the dv columns per program: the fp32 state tile (dkp x BDV) and its gradient must fit registers."""
+    return min(dvp, 64 if dkp > 128 or (fp32 and dkp >= 128) else 128)
+
+
+def launch_config(kind: str, dkp: int, bdv: int, fp32: bool = False) -> dict:
     """Launch meta-parameters: BLOCK_N rows per step, warps and pipeline stages (Triton's autotuner is not
-    used: its per-shape benchmarking would multiply compile time by the number of configs)."""
+    used: its per-shape benchmarking would multiply compile time by the number of configs). ``fp32``: the
+    inputs are fp32 (fp32 dot operands), which takes the ``FP32_TUNING`` table."""
     if _INTERPRET:
         return {"BLOCK_N": 16, "num_warps": 4, "num_stages": 1}
+    if fp32 and (kind, dkp) in FP32_TUNING:
+        block_n, warps, stages = FP32_TUNING[(kind, dkp)]
+        return {"BLOCK_N": block_n, "num_warps": warps, "num_stages": stages}
+    if kind == "bwd_ds":  # bf16/fp16: the dS launch takes the (q, dO) pass's config
+        kind = "bwd_q"
     if (kind, dkp, bdv) in TUNING:
         block_n, warps, stages = TUNING[(kind, dkp, bdv)]
     else:

@@ -13,9 +13,13 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import triton
+import triton.backends.nvidia
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -62,7 +66,22 @@ def global_access_widths(compiled) -> dict:
         "loads": sorted(set(re.findall(r"ld\.global(?:\.\w+)*", ptx))),
         "stores": sorted(set(re.findall(r"st\.global(?:\.\w+)*", ptx))),
         "shared_bytes": compiled.metadata.shared,
+        **register_use(compiled),
     }
+
+
+def register_use(compiled) -> dict:
+    """``registers`` per thread and ``stack_bytes`` (register spills) of the cubin, from Triton's bundled
+    ``cuobjdump -res-usage``; empty when the tool is missing."""
+    tool = Path(triton.backends.nvidia.__file__).parent / "bin" / "cuobjdump"
+    if not tool.exists():
+        return {}
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        out = subprocess.run([str(tool), "-res-usage", f.name], capture_output=True, text=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+)", out)
+    return {"registers": int(m[1]), "stack_bytes": int(m[2])} if m else {}
 
 
 def variants():
@@ -79,7 +98,7 @@ def variants():
     ):
         dkp = max(16, triton.next_power_of_2(dk))
         dvp = max(16, triton.next_power_of_2(dv))
-        bdv = min(dvp, 128 if dkp <= 128 else 64)
+        bdv = tk.value_tile(dkp, dvp, dtype == "fp32")
         dims = dict(DK=dk, DV=dv, DKP=dkp, BDV=bdv, NUM_DVT=dvp // bdv, RV=rv)
         for norm, rope, fmap in ((0, False, 2), (4, True, 2), (3, False, 0), (2, False, 1)):
             tag = f"{dtype}_dk{dk}_rv{rv}_norm{norm}{'_rope' if rope else ''}"
@@ -96,7 +115,7 @@ def variants():
             yield f"bwd_q_{tag}", tk._bwd_q_kernel, bwd_q, dtype, "bwd_q"
             if loop > 1:  # the second (q, dO) launch: dS one dv tile per program
                 bwd_ds = dict(bwd, T_LOOP=1, DO_DQ=False, DO_DS=True)
-                yield f"bwd_ds_{tag}", tk._bwd_q_kernel, bwd_ds, dtype, "bwd_q"
+                yield f"bwd_ds_{tag}", tk._bwd_q_kernel, bwd_ds, dtype, "bwd_ds"
             kv = dict(**flags, PREC=prec, LOWS=low, **dims)
             yield f"bwd_kv_{tag}", tk._bwd_kv_kernel, kv, dtype, "bwd_kv"
             if norm == 4:
@@ -118,7 +137,7 @@ def window_variants():
 def _launches():
     tk._INTERPRET = False  # launch_config: the compiled-mode defaults
     for name, kernel, consts, dtype, kind in variants():
-        cfg = tk.launch_config(kind, consts["DKP"], consts.get("BDV", 64))
+        cfg = tk.launch_config(kind, consts["DKP"], consts.get("BDV", 64), dtype == "fp32")
         consts = dict(consts, BLOCK_N=cfg["BLOCK_N"])
         yield name, kernel, consts, dtype, consts["DK"] % 16 == 0, cfg["num_warps"], cfg["num_stages"]
     for name, kernel, consts, dtype, warps, stages in window_variants():

@@ -258,6 +258,22 @@ def test_triton_head_dims(dk, dv, normalizer):
 
 
 @needs_kernels
+@pytest.mark.parametrize("normalizer", ["clamp", "rala"])
+def test_triton_fp32_dk128_splits_dv(normalizer):
+    """fp32 inputs with dk = 128 take 64-wide dv tiles (a 128x128 fp32 state and its gradient spill registers):
+    two dv tiles, dS in a second launch with its own config."""
+    from linzoo.kernels.linear_attention import triton_fused
+
+    plan = triton_fused._make_plan(torch.empty(1, 1, 19, 128), torch.empty(1, 1, 19, 128), interpret=True)
+    assert (plan["BDV"], plan["NUM_DVT"]) == (64, 2)
+    bf16 = triton_fused._make_plan(torch.empty(1, 1, 19, 128).bfloat16(), torch.empty(1, 1, 19, 128), True)
+    assert (bf16["BDV"], bf16["NUM_DVT"]) == (128, 1)
+    _check_against_reference(
+        1, 1, 19, 128, 128, "elu+1", normalizer, rope=normalizer == "rala", temp=normalizer == "clamp"
+    )
+
+
+@needs_kernels
 @pytest.mark.parametrize("normalizer", ["standard", "rala", "injective"])
 def test_triton_strided_inputs(normalizer):
     _check_against_reference(2, 2, 23, 16, 32, "elu+1", normalizer, strided=True, rope=normalizer == "rala")
