@@ -561,6 +561,10 @@ def main() -> None:
     for case in cases[:4]:
         for mode in ("fwd", "fwd+bwd"):
             run_one(case, torch.bfloat16, mode)
+    fp32_cases = [case for case in cases if case[0] in FP32_CASES]
+    for case in fp32_cases:  # early too: the fp32 rows are a separate set of launch configs
+        for mode in ("fwd", "fwd+bwd"):
+            run_one(case, torch.float32, mode)
     if not results["sweep"] and not args.cases:  # the plot's N sweep, early so a cut run has it
         for n in SWEEP_N if not args.quick else (4096, 16384):
             case = (f"sweep N={n}", 1, 16, n, 64, 64, "elu+1", "standard", False)
@@ -571,10 +575,6 @@ def main() -> None:
     for case in cases[4:]:
         for mode in ("fwd", "fwd+bwd"):
             run_one(case, torch.bfloat16, mode)
-    for case in cases:
-        if case[0] in FP32_CASES:
-            for mode in ("fwd", "fwd+bwd"):
-                run_one(case, torch.float32, mode)
     env["seconds"] = time.time() - t0
     render(results, out_dirs)
     print(f"done in {env['seconds']:.0f} s")
