@@ -95,6 +95,7 @@ def variants():
         (160, 160, 1, "bf16"),
         (160, 160, 1, "fp32"),
         (128, 128, 1, "fp32"),
+        (64, 64, 1, "fp32"),
     ):
         dkp = max(16, triton.next_power_of_2(dk))
         dvp = max(16, triton.next_power_of_2(dv))
