@@ -146,6 +146,25 @@ def test_linear_norm_schedule_counts_forwards_then_follows_the_trainer():
         norm.set_step(-1)
 
 
+def test_linear_norm_training_forward_never_reads_its_counters_on_the_host():
+    """The warm-up branch follows a host mirror of ``warm`` and ``iter`` counts down on the device: no
+    ``bool(tensor)`` (a GPU sync per layer in eager training, a graph break under torch.compile)."""
+    norm = LinearNorm(8, step=10, warm=0).train()
+    x = torch.randn(4, 5, 8)
+    compiled = torch.compile(norm, backend="eager", fullgraph=True)  # raises on a graph break
+    with torch.no_grad():
+        for _ in range(3):
+            compiled(x)
+    assert int(norm.iter) == 7
+    resumed = LinearNorm(8, step=10, warm=3)
+    resumed.load_state_dict(LinearNorm(8, step=10, warm=1).state_dict())  # mid-warm-up checkpoint
+    with torch.no_grad():
+        torch.testing.assert_close(resumed.train()(x), resumed.norm1(x))  # the last warm-up step
+        assert int(resumed.warm) == 0 and int(resumed.iter) == 10
+        resumed(x)
+        assert int(resumed.iter) == 9  # mixing started: the mirror followed the loaded buffer
+
+
 def test_set_prepbn_step_on_the_model_survives_a_checkpoint_round_trip():
     blob = _golden("slab_deit_sla.pt")
     model = _model(blob)

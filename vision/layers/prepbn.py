@@ -127,6 +127,9 @@ class LinearNorm(nn.Module):
         self.r0 = r0
         self.warm_steps = warm
         self.externally_driven = False
+        # Host mirror of ``warm`` so the warm-up branch is taken without reading the buffer: a ``bool(tensor)``
+        # per layer and step synchronised the GPU in eager training and broke the torch.compile graph.
+        self._warm_left = warm
         self.norm1 = nn.LayerNorm(dim, eps=ln_eps)
         self.norm2 = RepBN(dim)
 
@@ -137,6 +140,7 @@ class LinearNorm(nn.Module):
         warm_left = max(self.warm_steps - step, 0)
         done = max(step - self.warm_steps, 0)
         self.warm.fill_(warm_left)
+        self._warm_left = warm_left
         self.iter.fill_(max(int(self.total_step) - done, 0))
         self.externally_driven = True
 
@@ -144,16 +148,21 @@ class LinearNorm(nn.Module):
         """Current weight λ of the LayerNorm branch."""
         return self.r0 * self.iter / self.total_step
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._warm_left = int(self.warm)  # resumed mid-warm-up: the mirror follows the loaded buffer
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return self.norm2(x)
-        if bool(self.warm > 0):
+        if self._warm_left > 0:  # (under torch.compile each warm-up step recompiles; warm-up defaults to 0)
             if not self.externally_driven:
                 self.warm.sub_(1)
+                self._warm_left -= 1
             return self.norm1(x)
         lam = self.lam()
-        if not self.externally_driven and bool(self.iter > 0):
-            self.iter.sub_(1)
+        if not self.externally_driven:
+            self.iter.sub_((self.iter > 0).to(self.iter.dtype))  # counts down to 0, no host sync
         return lam * self.norm1(x) + (1 - lam) * self.norm2(x)
 
     def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
