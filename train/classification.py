@@ -94,6 +94,29 @@ def create_classifier(
     return timm.create_model(model_name, pretrained=pretrained, num_classes=num_classes, **kwargs)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_options(value: bool | str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """``torch.compile`` keyword arguments for the ``compile`` argument (None: do not compile)."""
+    value = plain_container(value)
+    if value is None or value is False:
+        return None
+    if value is True:
+        return {}
+    if isinstance(value, str):
+        if value not in COMPILE_MODES:
+            raise ValueError(
+                f"compile must be a bool, a dict of torch.compile arguments or one of {COMPILE_MODES}, got {value!r}"
+            )
+        return {"mode": value}
+    if isinstance(value, dict):
+        return dict(value)
+    raise ValueError(
+        f"compile must be a bool, a mode name or a dict of torch.compile arguments, got {type(value).__name__}"
+    )
+
+
 class ClassificationModule(pl.LightningModule):
     """Train / evaluate a timm classifier.
 
@@ -122,6 +145,10 @@ class ClassificationModule(pl.LightningModule):
         ema_warmup: ModelEmaV3's decay warm-up.
         grad_checkpointing: ``model.set_grad_checkpointing()`` (less memory, more compute).
         seed: base seed of the per-step RNG streams (None: Lightning's ``seed_everything`` value).
+        compile: ``torch.compile`` the model in place (``nn.Module.compile``: state-dict keys and checkpoints
+            unchanged): None/False off, True the default mode, a mode name (``"reduce-overhead"`` replays
+            forward and backward as CUDA graphs: RAVLT-S trains 3.1x faster than eagerly on an H100, see
+            docs/benchmarks/models.md; ``"max-autotune"``, ...) or a dict of ``torch.compile`` arguments.
     """
 
     def __init__(
@@ -156,6 +183,7 @@ class ClassificationModule(pl.LightningModule):
         ema_warmup: bool = False,
         grad_checkpointing: bool = False,
         seed: int | None = None,
+        compile: bool | str | dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         model_kwargs = plain_container(model_kwargs)
@@ -168,6 +196,7 @@ class ClassificationModule(pl.LightningModule):
             raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
         if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
             raise ValueError(f"layer_decay must be in (0, 1] or None, got {layer_decay}")
+        compile_kwargs = compile_options(compile)
         self.save_hyperparameters()
         self.model = create_classifier(
             model_name,
@@ -184,6 +213,10 @@ class ClassificationModule(pl.LightningModule):
         self.model_ema = self._create_ema() if ema_decay is not None else None
         self.mixup_fn = self._create_mixup()
         self._build_metrics()
+        # after the EMA copy (which stays an eager module); marks each step for CUDA-graph modes
+        self._cudagraph_steps = compile_kwargs is not None and "reduce-overhead" in str(compile_kwargs.get("mode"))
+        if compile_kwargs is not None:
+            self.model.compile(**compile_kwargs)
 
     # -- construction helpers ---------------------------------------------------------------------------
     def _create_ema(self) -> nn.Module:
@@ -234,9 +267,24 @@ class ClassificationModule(pl.LightningModule):
         seed = self.hparams.seed
         return int(seed if seed is not None else os.environ.get("PL_GLOBAL_SEED", 0))
 
+    def _mark_step(self) -> None:
+        """A new CUDA-graph step: outputs of the previous replay may be overwritten from here on."""
+        if self._cudagraph_steps:
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._mark_step()
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._mark_step()
+
+    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._mark_step()
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         from .data import derive_seed
 
+        self._mark_step()
         seed = derive_seed(self._base_seed(), self.current_epoch, batch_idx, self.global_rank)
         random.seed(seed)
         np.random.seed(seed)  # noqa: NPY002  (timm's Mixup draws from the global NumPy generator)
