@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ import torch
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REFERENCE_KEYS = FIXTURES / "reference_keys"
 GOLDEN = FIXTURES / "golden"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 if not torch.cuda.is_available():
     # Without a GPU the Triton kernels run in Triton's interpreter. It must be chosen before anything imports
@@ -49,3 +53,15 @@ def load_manifest(name: str) -> dict | None:
 @pytest.fixture
 def manifest():
     return load_manifest
+
+
+def load_benchmark(script: str) -> ModuleType:
+    """A fresh module of ``benchmarks/<script>`` (the scripts are not a package), under its own name."""
+    spec = importlib.util.spec_from_file_location(f"linzoo_bench_{Path(script).stem}", BENCHMARKS / script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(spec.name, None)
+    return module

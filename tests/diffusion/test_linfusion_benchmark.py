@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from ..conftest import load_manifest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "linfusion.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("linzoo_bench_linfusion", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ..conftest import load_benchmark, load_manifest
 
 
 @pytest.mark.parametrize("name", ["sd15", "sdxl"])
 def test_benchmark_configs_are_the_official_unets(name):
-    bench = _load_benchmark()
+    bench = load_benchmark("linfusion.py")
     assert bench.UNET_CONFIGS[name] == load_manifest(f"linfusion_{name}")["unet_config"]
 
 
@@ -39,7 +28,7 @@ def test_floor_processor_is_the_output_projection():
 
     from linzoo.diffusion.attention import iter_attention_modules
 
-    bench = _load_benchmark()
+    bench = load_benchmark("linfusion.py")
     unet = _tiny_unet(bench)
     inputs = bench.unet_inputs(unet, 64, 1, torch.device("cpu"), torch.float32)
     with torch.no_grad():
@@ -79,7 +68,7 @@ def _row(res, sdpa, sdpa_graph, lin, lin_graph, floor, floor_graph):
 
 def test_markdown_and_plot_of_a_gpu_shaped_run(tmp_path):
     """Graph / GPU-bound / OOM / skipped / failed entries as a GPU run produces them (this machine has no GPU)."""
-    bench = _load_benchmark()
+    bench = load_benchmark("linfusion.py")
     gpu_bound = _entry(None, "skipped", "GPU-bound: eager step > 400 ms")
     rows = [
         _row(
@@ -154,7 +143,7 @@ def test_tiny_cpu_run_writes_table_and_plot(tmp_path, monkeypatch):
     from linzoo.kernels import ENV_VAR
 
     monkeypatch.setenv(ENV_VAR, "auto")  # restored after the test (--kernel-backend sets it)
-    bench = _load_benchmark()
+    bench = load_benchmark("linfusion.py")
     results = bench.main(["--tiny", "--quick", "--device", "cpu", "--out", str(tmp_path), "--kernel-backend", "torch"])
     for name in ("sd15", "sdxl"):
         rows = results["models"][name]
@@ -169,7 +158,7 @@ def test_tiny_cpu_run_writes_table_and_plot(tmp_path, monkeypatch):
 
 
 def test_time_budget_skips_and_lists_the_rest(tmp_path):
-    bench = _load_benchmark()
+    bench = load_benchmark("linfusion.py")
     args = bench.parse_args(["--tiny", "--quick", "--device", "cpu", "--models", "sd15", "--time-budget", "1e-9"])
     results = bench.run(args)
     row = results["models"]["sd15"][0]
@@ -180,7 +169,7 @@ def test_time_budget_skips_and_lists_the_rest(tmp_path):
 def test_graph_timing_control_flow_with_stand_ins_for_the_cuda_api(monkeypatch):
     """The CUDA-graph path on the CPU: capture/replay replaced by stand-ins that run the forward once during
     'capture' (the real thing needs a GPU: `pytest -m gpu` / the GPU benchmark run cover it there)."""
-    bench = _load_benchmark()
+    bench = load_benchmark("linfusion.py")
     unet = _tiny_unet(bench)
     inputs = bench.unet_inputs(unet, 64, 1, torch.device("cpu"), torch.float32)
     calls = []

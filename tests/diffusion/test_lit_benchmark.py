@@ -3,25 +3,16 @@ table renders the OOM / skipped rows a GPU run produces."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "lit.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("linzoo_bench_lit", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ..conftest import load_benchmark
 
 
 @pytest.mark.parametrize(("model", "heads", "head_dim"), [("S", 2, 192), ("B", 3, 256), ("L", 4, 256), ("XL", 6, 192)])
 def test_default_linear_heads_are_the_fewest_the_fused_kernel_takes(model, heads, head_dim):
-    bench = _load_benchmark()
+    bench = load_benchmark("lit.py")
     assert bench.default_linear_heads(model) == heads
     assert bench.width(model) // heads == head_dim <= bench.MAX_FUSED_HEAD_DIM
     args = bench.parse_args(["--model", model, "--device", "cpu"])
@@ -29,7 +20,7 @@ def test_default_linear_heads_are_the_fewest_the_fused_kernel_takes(model, heads
 
 
 def test_argument_errors():
-    bench = _load_benchmark()
+    bench = load_benchmark("lit.py")
     with pytest.raises(SystemExit):
         bench.parse_args(["--sizes", "100"])  # not a multiple of 16
     with pytest.raises(SystemExit):
@@ -38,7 +29,7 @@ def test_argument_errors():
 
 @pytest.mark.slow
 def test_tiny_cpu_run_writes_table_and_plot(tmp_path):
-    bench = _load_benchmark()
+    bench = load_benchmark("lit.py")
     argv = ["--quick", "--device", "cpu", "--model", "S", "--layers", "1", "--sizes", "64", "32"]
     results = bench.main([*argv, "--no-docs", "--out", str(tmp_path), "--time-budget", "0"])
     rows = results["rows"]
@@ -57,7 +48,7 @@ def test_tiny_cpu_run_writes_table_and_plot(tmp_path):
 
 
 def test_time_budget_skips_the_remaining_sizes(tmp_path):
-    bench = _load_benchmark()
+    bench = load_benchmark("lit.py")
     argv = ["--device", "cpu", "--model", "S", "--layers", "1", "--sizes", "32", "--modes", "infer"]
     results = bench.main([*argv, "--no-docs", "--out", str(tmp_path), "--time-budget", "1e-9"])
     assert [r["status"] for r in results["rows"]] == ["skipped", "skipped"]
@@ -74,7 +65,7 @@ def _row(kind, pixels, mode, status="ok", seconds=0.1, peak=2.0):
 
 
 def test_markdown_and_plot_of_a_gpu_shaped_run(tmp_path):
-    bench = _load_benchmark()
+    bench = load_benchmark("lit.py")
     results = {
         "model": "XL",
         "layers": 28,

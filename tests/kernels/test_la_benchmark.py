@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "linear_attention.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("la_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ..conftest import load_benchmark
 
 
 def _row(case: str, mode: str, run: str) -> dict:
@@ -26,7 +17,7 @@ def _row(case: str, mode: str, run: str) -> dict:
 
 
 def test_case_indices():
-    bench = _load_benchmark()
+    bench = load_benchmark("linear_attention.py")
     assert bench._indices("0,3,5-7", 10) == [0, 3, 5, 6, 7]
     with pytest.raises(SystemExit, match="out of range"):
         bench._indices("2,12", 10)
@@ -35,7 +26,7 @@ def test_case_indices():
 
 
 def test_render_keeps_notes_and_marks_runs(tmp_path):
-    bench = _load_benchmark()
+    bench = load_benchmark("linear_attention.py")
     env = dict(gpu="GPU", torch="2", triton="3", date="2026-11-23", bandwidth_gbps=3000.0)
     results = dict(env=env, rows=[_row("A", "fwd", "r1"), _row("B", "fwd", "r2")], sweep=[], tuning=None)
     md = tmp_path / "linear_attention.md"

@@ -5,28 +5,19 @@ The GPU measurement itself (``run_case``) is replaced by a fake that fills fabri
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import types
 from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "neighborhood_attention.py"
+from ..conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def na():
-    spec = importlib.util.spec_from_file_location("na_benchmark_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+    return load_benchmark("neighborhood_attention.py")
 
 
 @pytest.fixture(autouse=True)

@@ -3,9 +3,7 @@ timm peers fixed to 224 px reach other sizes through the any-size variant or the
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from pathlib import Path
 
 import pytest
 import timm
@@ -13,20 +11,14 @@ import torch
 
 from linzoo.kernels import ENV_VAR
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "models.py"
+from ..conftest import load_benchmark
+
 SWIN = "swin_tiny_patch4_window7_224"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("linzoo_bench_models", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_backend_and_channels_last_rows(tmp_path, monkeypatch):
     """Each row's measurements see its environment and memory format; the variant rows follow the eager row."""
-    bench = _load_benchmark()
+    bench = load_benchmark("models.py")
     monkeypatch.delenv(ENV_VAR, raising=False)
     calls = []
 
@@ -75,7 +67,7 @@ def test_backend_and_channels_last_rows(tmp_path, monkeypatch):
 
 
 def test_env_restores_previous_value(monkeypatch):
-    bench = _load_benchmark()
+    bench = load_benchmark("models.py")
     monkeypatch.setenv(ENV_VAR, "triton")
     with bench._env(**{ENV_VAR: "torch"}):
         assert os.environ[ENV_VAR] == "torch"
@@ -86,7 +78,7 @@ def test_any_size_peer_variant_and_img_size_fallback(monkeypatch):
     """timm's any-size Swin takes 96 px; without any-size switches (as timm 1.0.29's Swin lacks
     ``dynamic_img_size``) the model is rebuilt with ``img_size``, same weights, or a clear error where the size
     changes parameter shapes."""
-    bench = _load_benchmark()
+    bench = load_benchmark("models.py")
     cpu = torch.device("cpu")
     torch.manual_seed(0)
     fixed = timm.create_model(SWIN).eval()
@@ -115,7 +107,7 @@ def test_any_size_peer_variant_and_img_size_fallback(monkeypatch):
 def test_compiled_first_puts_the_compiled_rows_before_the_eager_ones(tmp_path, monkeypatch):
     """--compiled-first: the rows a time budget would otherwise cut run first (torch.compile is lazy: the fake
     measurement never calls the compiled model, so nothing compiles here)."""
-    bench = _load_benchmark()
+    bench = load_benchmark("models.py")
     monkeypatch.setattr(bench, "_measure", lambda *args, **kwargs: {"img_s": 1.0, "mem": float("nan")})
     argv = ["--device", "cpu", "--quick", "--no-sweep", "--out", str(tmp_path), "--peers", "--backend-rows"]
     argv += ["--official-dir", str(tmp_path / "none"), "--models", "van_b0", "--compile", "van_b0"]
