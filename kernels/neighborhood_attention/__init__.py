@@ -116,26 +116,28 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(lse)
 
 
-def _backward(ctx, grad_out, grad_lse):
-    q, k, v, out, lse, rpb, k_extra, v_extra = ctx.saved_tensors
-    kh, kw, dh, dw, circle, scale = ctx.options
-    dq, dk, dv, drpb, dke, dve = _na_backward_op(
-        grad_out.contiguous(), q, k, v, out, lse, kh, kw, dh, dw, circle, scale, rpb, k_extra, v_extra
-    )
+def _input_grads(grads, rpb, k_extra, v_extra) -> tuple:
+    """``(dq, dk, dv, drpb, dke, dve)`` as gradients of the op's 12 inputs (None for the 6 options and for
+    the absent optional tensors)."""
+    dq, dk, dv, drpb, dke, dve = grads
     return (
         dq,
         dk,
         dv,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
+        *([None] * 6),
         drpb if rpb is not None else None,
         dke if k_extra is not None else None,
         dve if v_extra is not None else None,
     )
+
+
+def _backward(ctx, grad_out, grad_lse):
+    q, k, v, out, lse, rpb, k_extra, v_extra = ctx.saved_tensors
+    kh, kw, dh, dw, circle, scale = ctx.options
+    grads = _na_backward_op(
+        grad_out.contiguous(), q, k, v, out, lse, kh, kw, dh, dw, circle, scale, rpb, k_extra, v_extra
+    )
+    return _input_grads(grads, rpb, k_extra, v_extra)
 
 
 _na_op.register_autograd(_backward, setup_context=_setup_context)
@@ -159,18 +161,8 @@ class _EagerNeighborhoodAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, out, lse, rpb, k_extra, v_extra = ctx.saved_tensors
-        dq, dk, dv, drpb, dke, dve = _triton_na.backward(
-            grad_out, q, k, v, out, lse, *ctx.options, rpb, k_extra, v_extra
-        )
-        return (
-            dq,
-            dk,
-            dv,
-            *([None] * 6),
-            drpb if rpb is not None else None,
-            dke if k_extra is not None else None,
-            dve if v_extra is not None else None,
-        )
+        grads = _triton_na.backward(grad_out, q, k, v, out, lse, *ctx.options, rpb, k_extra, v_extra)
+        return _input_grads(grads, rpb, k_extra, v_extra)
 
 
 def _eager_call(q: torch.Tensor) -> bool:
