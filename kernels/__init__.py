@@ -5,9 +5,11 @@ The attention ops with a Triton kernel (linear, neighborhood and window attentio
 else the reference) and are ``torch.library`` custom ops with a fake implementation and autograd.
 ``bidirectional_gla`` (ViG) has no Triton kernel yet: it is a chunked PyTorch scan beside its recurrent
 reference.
+``depthwise_conv2d`` fuses a stride-1 depthwise convolution with its bias, GELU and shortcut (same backends).
 """
 
 from ._backend import BACKENDS, ENV_VAR, resolve_backend, triton_available
+from .depthwise_conv import depthwise_conv2d, depthwise_conv2d_reference
 from .gla import bidirectional_gla
 from .linear_attention import linear_attention, linear_attention_reference
 from .neighborhood_attention import neighborhood_attention_2d, neighborhood_attention_2d_reference
@@ -24,6 +26,8 @@ __all__ = [
     "ENV_VAR",
     "apply_rope",
     "bidirectional_gla",
+    "depthwise_conv2d",
+    "depthwise_conv2d_reference",
     "linear_attention",
     "linear_attention_reference",
     "neighborhood_attention_2d",

@@ -1,0 +1,257 @@
+"""Fused Triton kernels for the depthwise convolution ``y = act(DWConv(x) + bias) + residual`` (stride 1).
+
+Forward (:func:`_dw_conv_kernel`): one program computes a ``TH × TW`` tile of output pixels for ``BLOCK_C``
+channels of one image: for each of the ``KH·KW`` taps it loads the shifted input tile (zero outside the map; the
+tile's neighbours hit in L1/L2, so HBM sees each input about once) and accumulates ``w[c, u, v] · x`` in fp32,
+then applies bias, GELU and the residual in the epilogue and stores once. Strides are arguments: channels-last
+maps (the fast case: a tap loads ``BLOCK_C`` contiguous channels per pixel) and NCHW maps both work.
+
+Backward, with ``dz = dy ⊙ act'(z)`` (``z`` recomputed from ``x`` by the forward kernel in ``GRAD`` mode, so the
+forward saves only its input):
+
+- ``dx`` is the same kernel on ``dz`` with the filter flipped and padding ``d·(K − 1) − p``
+  (``dx[i] = Σ_u w[u] · dz[i − d·u + p]``);
+- ``dw[c, u, v] = Σ_{b, i, j} dz[b, c, i, j] · x[b, c, i + d·u − p_h, j + d·v − p_w]`` and ``dbias = Σ dz``
+  (:func:`_dw_weight_grad_kernel`): each program sums its share of the tiles for ``BLOCK_C`` channels into a
+  ``(taps, BLOCK_C)`` fp32 accumulator and writes it once; the host adds the shares (no atomics).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._backend import cdiv, next_pow2
+from .._launch import launch
+
+SQRT1_2 = 0.7071067811865476
+INV_SQRT_2PI = 0.3989422804014327
+# programs of the weight-gradient kernel per device (a few per SM: enough to fill the GPU, few partial sums)
+WEIGHT_GRAD_PROGRAMS = 528
+
+
+@triton.jit
+def _tile_coords(pid, TILES, TILES_W, TH: tl.constexpr, TW: tl.constexpr):
+    """Image index and output (row, column) of each pixel of tile ``pid`` (tiles numbered image by image)."""
+    b = pid // TILES
+    t = pid % TILES
+    p = tl.arange(0, TH * TW)
+    oh = (t // TILES_W) * TH + p // TW
+    ow = (t % TILES_W) * TW + p % TW
+    return b, oh, ow
+
+
+@triton.jit
+def _dw_conv_kernel(
+    x_ptr, w_ptr, bias_ptr, aux_ptr, y_ptr,
+    C, H, W, HO, WO, TILES, TILES_W,
+    sxb, sxc, sxh, sxw,
+    swc, swh, sww,
+    sab, sac, sah, saw,
+    syb, syc, syh, syw,
+    PH, PW, DIL,
+    KH: tl.constexpr, KW: tl.constexpr, FLIP: tl.constexpr,
+    HAS_BIAS: tl.constexpr, GELU: tl.constexpr, HAS_AUX: tl.constexpr, GRAD: tl.constexpr,
+    TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """``y = act(Σ_taps w·x + bias) + aux`` on one tile; with ``GRAD``: ``y = aux ⊙ act'(z)`` (aux = dy)."""
+    b, oh, ow = _tile_coords(tl.program_id(0), TILES, TILES_W, TH, TW)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C
+    out_ok = ((oh < HO) & (ow < WO))[:, None] & c_ok[None, :]
+    x_img = x_ptr + b.to(tl.int64) * sxb + c[None, :] * sxc
+    acc = tl.zeros((TH * TW, BLOCK_C), dtype=tl.float32)
+    for u in tl.static_range(KH):
+        ih = oh + u * DIL - PH
+        row_ok = (ih >= 0) & (ih < H)
+        for v in tl.static_range(KW):
+            iw = ow + v * DIL - PW
+            ok = (row_ok & (iw >= 0) & (iw < W))[:, None] & c_ok[None, :]
+            xv = tl.load(x_img + ih[:, None] * sxh + iw[:, None] * sxw, mask=ok, other=0.0)
+            if FLIP:
+                w_off = (KH - 1 - u) * swh + (KW - 1 - v) * sww
+            else:
+                w_off = u * swh + v * sww
+            wv = tl.load(w_ptr + c * swc + w_off, mask=c_ok, other=0.0)
+            acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_AUX:
+        aux = tl.load(
+            aux_ptr + b.to(tl.int64) * sab + c[None, :] * sac + oh[:, None] * sah + ow[:, None] * saw,
+            mask=out_ok,
+            other=0.0,
+        ).to(tl.float32)
+    if GRAD:  # dz = dy * act'(z)
+        if GELU:
+            cdf = 0.5 * (1.0 + tl.erf(acc * SQRT1_2))
+            acc = aux * (cdf + acc * tl.exp(-0.5 * acc * acc) * INV_SQRT_2PI)
+        else:
+            acc = aux
+    else:
+        if GELU:
+            acc = 0.5 * acc * (1.0 + tl.erf(acc * SQRT1_2))
+        if HAS_AUX:
+            acc += aux
+    y = y_ptr + b.to(tl.int64) * syb + c[None, :] * syc + oh[:, None] * syh + ow[:, None] * syw
+    tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=out_ok)
+
+
+@triton.jit
+def _dw_weight_grad_kernel(
+    x_ptr, g_ptr, part_ptr,
+    C, H, W, HO, WO, TILES, TILES_W, TOTAL_TILES, TILES_PER_PROG,
+    sxb, sxc, sxh, sxw,
+    sgb, sgc, sgh, sgw,
+    PH, PW, DIL,
+    KH: tl.constexpr, KW: tl.constexpr, TAPS: tl.constexpr,
+    TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """Partial ``dw`` (rows 0..KH·KW−1) and ``dbias`` (row KH·KW) of tiles ``[pid·n, (pid+1)·n)`` into
+    ``part[pid, :, c]``; ``g`` is ``dz`` on the output grid."""
+    pid = tl.program_id(0)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < C
+    tap = tl.arange(0, TAPS)
+    acc = tl.zeros((TAPS, BLOCK_C), dtype=tl.float32)
+    for i in range(TILES_PER_PROG):
+        tile = pid * TILES_PER_PROG + i
+        b, oh, ow = _tile_coords(tile, TILES, TILES_W, TH, TW)
+        in_range = tile < TOTAL_TILES
+        g_ok = ((oh < HO) & (ow < WO) & in_range)[:, None] & c_ok[None, :]
+        g_img = g_ptr + b.to(tl.int64) * sgb + c[None, :] * sgc
+        g = tl.load(g_img + oh[:, None] * sgh + ow[:, None] * sgw, mask=g_ok, other=0.0).to(tl.float32)
+        acc += tl.where(tap[:, None] == KH * KW, tl.sum(g, 0)[None, :], 0.0)
+        x_img = x_ptr + b.to(tl.int64) * sxb + c[None, :] * sxc
+        for u in tl.static_range(KH):
+            ih = oh + u * DIL - PH
+            row_ok = (ih >= 0) & (ih < H)
+            for v in tl.static_range(KW):
+                iw = ow + v * DIL - PW
+                ok = (row_ok & (iw >= 0) & (iw < W))[:, None] & g_ok
+                xv = tl.load(x_img + ih[:, None] * sxh + iw[:, None] * sxw, mask=ok, other=0.0)
+                acc += tl.where(tap[:, None] == u * KW + v, tl.sum(g * xv.to(tl.float32), 0)[None, :], 0.0)
+    out = part_ptr + pid * TAPS * C + tap[:, None] * C + c[None, :]
+    tl.store(out, acc, mask=(tap[:, None] <= KH * KW) & c_ok[None, :])
+
+
+def _tiles(ho: int, wo: int) -> tuple[int, int]:
+    """Output tile (TH, TW): 128 pixels, 16 wide where the map is (stage maps of 7×7 get 8×8)."""
+    tw = 16 if wo >= 16 else 8
+    return 128 // tw if wo >= 16 else 8, tw
+
+
+def _block_c(channels: int) -> int:
+    return min(64, max(16, next_pow2(channels)))
+
+
+def _conv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    aux: torch.Tensor | None,
+    out: torch.Tensor,
+    padding: tuple[int, int],
+    dilation: int,
+    *,
+    gelu: bool,
+    grad: bool = False,
+    flip: bool = False,
+) -> torch.Tensor:
+    bsz, channels, h, w = x.shape
+    ho, wo = out.shape[2:]
+    th, tw = _tiles(ho, wo)
+    tiles_w = cdiv(wo, tw)
+    tiles = cdiv(ho, th) * tiles_w
+    block_c = _block_c(channels)
+    aux_t = aux if aux is not None else out
+    bias_t = bias if bias is not None else weight
+    launch(
+        _dw_conv_kernel, (bsz * tiles, cdiv(channels, block_c)),
+        x, weight, bias_t, aux_t, out,
+        channels, h, w, ho, wo, tiles, tiles_w,
+        *x.stride(), weight.stride(0), weight.stride(2), weight.stride(3), *aux_t.stride(), *out.stride(),
+        padding[0], padding[1], dilation,
+        KH=weight.shape[2], KW=weight.shape[3], FLIP=flip, HAS_BIAS=bias is not None, GELU=gelu,
+        HAS_AUX=aux is not None, GRAD=grad, TH=th, TW=tw, BLOCK_C=block_c, num_warps=4,
+    )  # fmt: skip
+    return out
+
+
+def output_size(x: torch.Tensor, kernel: tuple[int, int], padding: tuple[int, int], dilation: int) -> tuple:
+    """``(B, C, H_out, W_out)`` of a stride-1 convolution."""
+    bsz, channels, h, w = x.shape
+    return (
+        bsz,
+        channels,
+        h + 2 * padding[0] - dilation * (kernel[0] - 1),
+        w + 2 * padding[1] - dilation * (kernel[1] - 1),
+    )
+
+
+def forward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    padding: tuple[int, int],
+    dilation: int,
+    gelu: bool,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """``act(DWConv(x) + bias) + residual`` in ``x``'s memory format (channels-last in, channels-last out)."""
+    shape = output_size(x, weight.shape[2:], padding, dilation)
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    out = torch.empty(shape, device=x.device, dtype=out_dtype, memory_format=fmt)
+    return _conv(x, weight, bias, residual, out, padding, dilation, gelu=gelu)
+
+
+def backward(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    padding: tuple[int, int],
+    dilation: int,
+    gelu: bool,
+    need_input_grad: bool = True,
+    need_weight_grad: bool = True,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``(dx, dweight, dbias)`` for ``grad_out`` = dL/dy (the residual's gradient is ``grad_out`` itself)."""
+    if gelu:  # dz = dy ⊙ GELU'(z), z recomputed from x (one read of x, no saved pre-activation)
+        dz = torch.empty_like(grad_out, dtype=x.dtype)
+        _conv(x, weight, bias, grad_out, dz, padding, dilation, gelu=True, grad=True)
+    else:
+        dz = grad_out
+    kh, kw = weight.shape[2:]
+    grad_x = grad_w = grad_b = None
+    if need_input_grad:
+        flipped = (dilation * (kh - 1) - padding[0], dilation * (kw - 1) - padding[1])
+        grad_x = torch.empty_like(x)
+        _conv(dz, weight, None, None, grad_x, flipped, dilation, gelu=False, flip=True)
+    if need_weight_grad:
+        bsz, channels, h, w = x.shape
+        ho, wo = dz.shape[2:]
+        th, tw = _tiles(ho, wo)
+        tiles_w = cdiv(wo, tw)
+        tiles = cdiv(ho, th) * tiles_w
+        block_c = _block_c(channels)
+        c_blocks = cdiv(channels, block_c)
+        programs = max(1, min(bsz * tiles, cdiv(WEIGHT_GRAD_PROGRAMS, c_blocks)))
+        per_prog = cdiv(bsz * tiles, programs)
+        programs = cdiv(bsz * tiles, per_prog)
+        taps = next_pow2(kh * kw + 1)  # the taps and, in row kh·kw, the bias
+        part = torch.empty((programs, taps, channels), device=x.device, dtype=torch.float32)
+        launch(
+            _dw_weight_grad_kernel, (programs, c_blocks),
+            x, dz, part,
+            channels, h, w, ho, wo, tiles, tiles_w, bsz * tiles, per_prog,
+            *x.stride(), *dz.stride(), padding[0], padding[1], dilation,
+            KH=kh, KW=kw, TAPS=taps, TH=th, TW=tw, BLOCK_C=block_c, num_warps=4,
+        )  # fmt: skip
+        sums = part.sum(0)
+        grad_w = sums[: kh * kw].t().reshape(weight.shape).to(weight.dtype)
+        if bias is not None:
+            grad_b = sums[kh * kw].to(bias.dtype)
+    return grad_x, grad_w, grad_b
