@@ -53,7 +53,7 @@ from .layers.folding import (
     fold_bn_after_conv,
     fold_bn_before_conv,
 )
-from .layers.fused import conv1x1, layer_scale_add
+from .layers.fused import conv1x1, dwconv, layer_scale_add
 
 __all__ = ["VAN", "checkpoint_filter_fn"]
 
@@ -68,7 +68,7 @@ class LKA(nn.Module):
         self.conv1 = nn.Conv2d(dim, dim, 1, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * conv1x1(self.conv_spatial(self.conv0(x)), self.conv1.weight, self.conv1.bias)
+        return x * conv1x1(dwconv(dwconv(x, self.conv0), self.conv_spatial), self.conv1.weight, self.conv1.bias)
 
 
 class SpatialAttention(nn.Module):
@@ -114,13 +114,23 @@ class ConvMlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.act(self.dwconv(conv1x1(x, self.fc1.weight, self.fc1.bias))))
+        x = conv1x1(x, self.fc1.weight, self.fc1.bias)
+        if _is_exact_gelu(self.act):  # the depthwise conv, its bias and the GELU in one pass
+            x = dwconv(x, self.dwconv.dwconv, activation="gelu")
+        else:
+            x = self.act(self.dwconv(x))
+        x = self.drop(x)
         return self.drop(conv1x1(x, self.fc2.weight, self.fc2.bias))
 
 
 def _conv(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``conv``'s geometry (stride, padding, dilation, groups) with the given weight and bias."""
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _is_exact_gelu(act: nn.Module) -> bool:
+    """True for ``nn.GELU()`` (erf form), the activation the fused depthwise convolution computes."""
+    return type(act) is nn.GELU and act.approximate == "none"
 
 
 # Entries of VANBlock._fold() that feed convolutions (weight, bias): under autocast the cache stores them in the
@@ -217,10 +227,14 @@ class VANBlock(nn.Module):
         p = self._fold_cache.get(sources, self._fold, _BLOCK_CAST, x.device.type)
         a, lka, mlp = self.attn, self.attn.spatial_gating_unit, self.mlp
         u = a.activation(conv1x1(x, p["p1_w"], p["p1_b"]))
-        attn = _conv(_conv(u, lka.conv0, p["c0_w"], p["c0_b"]), lka.conv_spatial, p["cs_w"], None)
+        attn = dwconv(dwconv(u, lka.conv0, p["c0_w"], p["c0_b"]), lka.conv_spatial, p["cs_w"], None)
         attn = u * conv1x1(attn, p["c1_w"], p["c1_b"])
         x = torch.addcmul(conv1x1(attn, p["p2_w"], p["p2_b"]), x, p["res1"])
-        h = mlp.drop(mlp.act(_conv(conv1x1(x, p["f1_w"], p["f1_b"]), mlp.dwconv.dwconv, p["dw_w"], p["dw_b"])))
+        h = conv1x1(x, p["f1_w"], p["f1_b"])
+        if _is_exact_gelu(mlp.act):
+            h = mlp.drop(dwconv(h, mlp.dwconv.dwconv, p["dw_w"], p["dw_b"], activation="gelu"))
+        else:
+            h = mlp.drop(mlp.act(dwconv(h, mlp.dwconv.dwconv, p["dw_w"], p["dw_b"])))
         return torch.addcmul(x, p["g2"], mlp.drop(conv1x1(h, p["f2_w"], p["f2_b"])))
 
 

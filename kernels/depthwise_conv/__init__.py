@@ -5,7 +5,8 @@ Public API (what VAN's large-kernel attention and MLP call)::
     depthwise_conv2d(x, weight, bias=None, *, padding=None, dilation=1, activation=None, residual=None,
                      backend="auto") -> (B, C, H_out, W_out)
 
-- ``x``: ``(B, C, H, W)``, any strides (channels-last is the fast layout and the output keeps it).
+- ``x``: ``(B, C, H, W)``, any strides; the output keeps channels-last memory. ``backend="auto"`` runs the
+  kernel on channels-last maps (its fast layout) and ``F.conv2d`` on any other.
 - ``weight``: ``(C, 1, KH, KW)`` (an ``nn.Conv2d(C, C, K, groups=C)`` weight as it is), ``bias``: ``(C,)``. Both
   are cast to ``x``'s dtype (as autocast does for a convolution); accumulation is fp32.
 - ``padding``: int or pair, default ``"same"`` (``dilation · (K − 1) / 2``); ``dilation``: int.
@@ -182,7 +183,10 @@ def depthwise_conv2d(
         )
     weight = weight.to(x.dtype)
     bias = bias.to(x.dtype) if bias is not None else None
-    if resolve_backend(backend, x.device, triton_supported=_triton_dwconv is not None) == "torch":
+    resolved = resolve_backend(backend, x.device, triton_supported=_triton_dwconv is not None)
+    # "auto" runs the kernel on channels-last maps, its fast layout (a tap is a vector load of contiguous
+    # channels); other layouts go through F.conv2d. backend="triton" runs the kernel on any strides.
+    if resolved == "torch" or (backend == "auto" and not x.is_contiguous(memory_format=torch.channels_last)):
         return depthwise_conv2d_reference(x, weight, bias, (ph, pw), dilation, activation, residual)
     if x[0].numel() >= 2**31:
         raise ValueError(f"x holds {x[0].numel()} elements per image; the Triton kernels index them in int32")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 
 import pytest
 import timm
@@ -310,3 +311,44 @@ def test_fold_cache_follows_parameter_and_statistics_updates(monkeypatch):
     assert clone.block1[0]._fold_cache._value is None
     with torch.no_grad():
         torch.testing.assert_close(clone(x), model(x))
+
+
+@pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET", "0") != "1", reason="Triton kernels on the CPU need the interpreter"
+)
+@pytest.mark.parametrize("train", [False, True])
+def test_fused_depthwise_kernels_match_the_torch_path(monkeypatch, train):
+    """The LKA and MLP depthwise convolutions on the Triton kernel (interpreter) give the F.conv2d path's outputs
+    and gradients, in the folded eval block and the training block."""
+    torch.manual_seed(0)
+    model = _randomised(_tiny()).train(train)
+    x = torch.randn(2, 3, 29, 35)
+
+    def run(backend: str):
+        monkeypatch.setenv("LINZOO_KERNEL_BACKEND", backend)
+        model.zero_grad()
+        torch.manual_seed(1)
+        out = model(x)
+        out.square().sum().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    out, grads = run("triton")
+    ref, ref_grads = run("torch")
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    largest = max(grad.abs().max() for grad in ref_grads.values())
+    for name, grad in ref_grads.items():  # a bias before a training BatchNorm has a zero gradient up to rounding
+        scale = grad.abs().max().clamp(min=1e-3 * largest)
+        torch.testing.assert_close(grads[name] / scale, grad / scale, rtol=1e-4, atol=1e-4, msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_depthwise_kernels_match_cudnn_on_gpu(monkeypatch):
+    torch.manual_seed(0)
+    model = timm.create_model("van_b2").cuda().eval()
+    x = torch.randn(4, 3, 224, 224, device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        fused = model(x).float()
+        monkeypatch.setenv("LINZOO_KERNEL_BACKEND", "torch")
+        ref = model(x).float()
+    torch.testing.assert_close(fused, ref, rtol=5e-2, atol=5e-2)

@@ -9,6 +9,8 @@ separate ops only by float rounding (``addcmul`` may contract ``a + b·c`` into 
   bias fused in its epilogue (cuDNN convolutions add the bias in a second kernel), no layout change;
 - :func:`conv1x1`: the same for an NCHW-shaped tensor in channels-last memory (``F.linear`` on its copy-free
   ``(B, H, W, C)`` view; any other layout goes through ``F.conv2d``);
+- :func:`dwconv`: a stride-1 depthwise ``nn.Conv2d`` with the GELU after it and a shortcut fused in
+  (:func:`linzoo.kernels.depthwise_conv2d`: one pass over the map on CUDA, ``F.conv2d`` + ops elsewhere);
 - :func:`layer_scale_add`: ``x + DropPath(γ ⊙ branch)`` in one ``addcmul`` instead of two or three ops;
 - :func:`rope_full_tables` / :func:`rotate_pairs`: rotary embedding of interleaved channel pairs as
   ``x ⊙ cos + swap(x) ⊙ sin±`` (three kernels for any number of tensors stacked in ``x``) instead of the
@@ -22,7 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx import Proxy
 
-__all__ = ["conv1x1", "conv1x1_nhwc", "layer_scale_add", "rope_full_tables", "rotate_pairs"]
+from linzoo.kernels import depthwise_conv2d
+
+_DEFAULT = object()  # "the module's own parameter" (None is a legal bias: no bias)
+
+__all__ = ["conv1x1", "conv1x1_nhwc", "dwconv", "layer_scale_add", "rope_full_tables", "rotate_pairs"]
 
 
 def conv1x1_nhwc(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -49,6 +55,45 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
     return F.conv2d(x, weight, bias)
+
+
+def dwconv(
+    x: torch.Tensor,
+    conv: nn.Conv2d,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = _DEFAULT,  # type: ignore[assignment]
+    *,
+    activation: str | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``act(conv(x)) + residual`` for a stride-1 depthwise ``conv`` (``groups = C_in = C_out``) on ``(B, C, H, W)``.
+
+    ``weight`` / ``bias`` replace the module's own (folded forms; ``bias=None``: no bias); ``activation`` is
+    ``None`` or ``"gelu"`` (exact, ``nn.GELU()``). The geometry (padding, dilation) is the module's.
+    """
+    channels = conv.in_channels
+    if (
+        conv.groups != channels
+        or conv.out_channels != channels
+        or conv.stride != (1, 1)
+        or conv.dilation[0] != conv.dilation[1]
+    ):
+        raise ValueError(
+            "conv must be a stride-1 depthwise Conv2d (groups = in = out channels, square dilation), got "
+            f"groups={conv.groups}, in/out={conv.in_channels}/{conv.out_channels}, stride={conv.stride}, "
+            f"dilation={conv.dilation}"
+        )
+    if not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros":
+        raise ValueError(f"conv must use explicit zero padding, got {conv.padding!r} ({conv.padding_mode})")
+    return depthwise_conv2d(
+        x,
+        conv.weight if weight is None else weight,
+        conv.bias if bias is _DEFAULT else bias,
+        padding=conv.padding,
+        dilation=conv.dilation[0],
+        activation=activation,
+        residual=residual,
+    )
 
 
 def layer_scale_add(
