@@ -1,5 +1,5 @@
 """Ahead-of-time compile of the Triton kernels for sm_90, without a GPU (linear attention: every variant;
-window attention: the forward and backward per head dim).
+window attention: the forward and backward per head dim; depthwise convolution: VAN's layers, channels-last).
 
 The CPU interpreter runs the kernels' Python semantics but never lowers them; this compiles each kernel the
 way a launch on an H100 would (Triton's own specialisation: pointers and strides divisible by 16, unit
@@ -23,6 +23,7 @@ import triton.backends.nvidia
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from linzoo.kernels.depthwise_conv import triton_dwconv as td
 from linzoo.kernels.linear_attention import triton_kernels as tk
 from linzoo.kernels.window_attention import triton_window as tw
 
@@ -31,9 +32,23 @@ _FLOATS = {"scale", "eps", "clamp_min", "qk_scale"}
 _INTS = {"N", "H", "W", "C", "CHUNK", "Hp", "Wp", "SH", "SW"}
 
 
-def compile_variant(kernel, consts: dict, dtype: str, row_div16: bool, num_warps: int, num_stages: int):
+def compile_variant(
+    kernel, consts: dict, dtype: str, row_div16: bool, num_warps: int, num_stages: int, types: dict | None = None
+):
+    """``types``: explicit argument types (the depthwise kernels' lower-case names); pointers, strides and the
+    channel count divisible by 16, as Triton specialises a launch on 64-channel maps."""
     params = list(inspect.signature(kernel.fn).parameters)
     consts = dict(consts)
+    if types is not None:
+        sig = {p: "constexpr" if p in consts else types.get(p, "i32") for p in params}
+        attrs = {
+            (i,): [["tt.divisibility", 16]] for i, p in enumerate(params) if p in types or p.startswith("s") or p == "C"
+        }
+        attrs = {k: v for k, v in attrs.items() if params[k[0]] not in consts}
+        src = ASTSource(fn=kernel, signature=sig, constexprs=consts, attrs=attrs)
+        return triton.compile(
+            src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, num_stages=num_stages)
+        )
     for p in params:  # unit channel strides are specialised to the constant 1 by Triton's launcher
         if re.fullmatch(r"s_\w*d", p):
             consts[p] = 1
@@ -135,6 +150,24 @@ def window_variants():
         yield f"window_bwd_bf16_d{dim}", tw._win_bwd_kernel, consts, "bf16", warps, tw.bwd_num_stages(dims)
 
 
+def depthwise_variants():
+    """(name, kernel, constexprs, pointer types, num_warps) as triton_dwconv launches them on channels-last bf16
+    maps of 64 channels: VAN's 5x5 and dilated 7x7 (forward and the flipped input gradient), the MLP's 3x3 with
+    bias + GELU + shortcut and its dz pass, and the weight gradients."""
+    th, tw, block_c, warps = td.launch_config(64, 64)
+    unit = dict(sxc=1, sac=1, syc=1)  # channel strides of channels-last maps, folded to 1 by Triton's launcher
+    io = {name: "*bf16" for name in ("x_ptr", "w_ptr", "bias_ptr", "aux_ptr", "y_ptr", "g_ptr")}
+    for k, gelu, grad, flip in ((5, False, False, False), (7, False, False, False), (7, False, False, True),
+                                (3, True, False, False), (3, True, True, False)):  # fmt: skip
+        consts = dict(KH=k, KW=k, FLIP=flip, HAS_BIAS=not flip, GELU=gelu, HAS_AUX=gelu, GRAD=grad, **unit)
+        consts.update(TH=th, TW=tw, BLOCK_C=block_c)
+        name = f"dwconv_{'dz' if grad else 'dx' if flip else 'fwd'}_k{k}{'_gelu' if gelu else ''}"
+        yield name, td._dw_conv_kernel, consts, io, warps
+    for k in (3, 5, 7):
+        consts = dict(KH=k, KW=k, TAPS=triton.next_power_of_2(k * k + 1), TH=th, TW=tw, BLOCK_C=block_c, sxc=1, sgc=1)
+        yield f"dwconv_wgrad_k{k}", td._dw_weight_grad_kernel, consts, {**io, "part_ptr": "*fp32"}, warps
+
+
 def _launches():
     tk._INTERPRET = False  # launch_config: the compiled-mode defaults
     for name, kernel, consts, dtype, kind in variants():
@@ -143,6 +176,8 @@ def _launches():
         yield name, kernel, consts, dtype, consts["DK"] % 16 == 0, cfg["num_warps"], cfg["num_stages"]
     for name, kernel, consts, dtype, warps, stages in window_variants():
         yield name, kernel, consts, dtype, consts["D"] % 16 == 0, warps, stages
+    for name, kernel, consts, types, warps in depthwise_variants():
+        yield name, kernel, consts, types, True, warps, 1
 
 
 def main() -> int:
@@ -152,7 +187,10 @@ def main() -> int:
         if only not in name:
             continue
         try:
-            compiled = compile_variant(kernel, consts, dtype, row_div16, warps, stages)
+            if isinstance(dtype, dict):  # explicit argument types
+                compiled = compile_variant(kernel, consts, "", row_div16, warps, stages, types=dtype)
+            else:
+                compiled = compile_variant(kernel, consts, dtype, row_div16, warps, stages)
             print(json.dumps({"variant": name, "ok": True, **global_access_widths(compiled)}), flush=True)
         except Exception as exc:  # reported per variant; the caller asserts on the JSON
             failed += 1

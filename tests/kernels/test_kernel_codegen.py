@@ -45,3 +45,6 @@ def test_every_variant_compiles_and_rows_are_vectorised():
         assert not scalar & set(r["loads"] + r["stores"]), r
     # without the alignment hint the 40-channel rows fall back to scalar accesses: the check above can fail
     assert unhinted_40 and all(scalar & set(r["loads"] + r["stores"]) for r in unhinted_40)
+    # the depthwise convolution on channels-last maps: a tap is a vector load of contiguous channels
+    depthwise = [r for r in reports if r["variant"].startswith("dwconv_")]
+    assert depthwise and all(not scalar & set(r["loads"] + r["stores"]) for r in depthwise), depthwise
