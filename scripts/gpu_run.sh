@@ -7,9 +7,9 @@
 #   scripts/fetch_device_peers.sh            # optional: benchmark peers (flash_bla) into .peers/
 #   run(command="bash scripts/gpu_run.sh [--quick] [STEP...]", carry=[".whl", ".official", ".peers"], timeout_s=600)
 # Then unpack: tar -xzf <files_at>/results.tgz -C docs/benchmarks/
-# STEPs (default: all): tests kernels (= la na) models profile lit linfusion; also host (host_overhead.py), la_old
+# STEPs (default: all): tests kernels (= la na dwconv) models profile lit linfusion; also host (host_overhead.py), la_old
 # Budgets and options by environment: TESTS_BUDGET, TESTS_PATHS (e.g. tests/kernels), TESTS_ARGS (e.g. -n 6), LA_BUDGET, LA_ARGS,
-# NA_BUDGET, NA_ARGS (e.g. --budget 200), MODELS_BUDGET, MODELS_ARGS, PROFILE_BUDGET, PROFILE_MODELS, PROFILE_ARGS (--compile), HOST_BUDGET, LIT_BUDGET, LINFUSION_BUDGET.
+# NA_BUDGET, NA_ARGS (e.g. --budget 200), DWCONV_BUDGET, DWCONV_ARGS (--variants), MODELS_BUDGET, MODELS_ARGS, PROFILE_BUDGET, PROFILE_MODELS, PROFILE_ARGS (--compile), HOST_BUDGET, LIT_BUDGET, LINFUSION_BUDGET.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/linzoo_out}"
@@ -63,7 +63,8 @@ for step in "${STEPS[@]}"; do
       -p no:cacheprovider --timeout 90 ${TESTS_ARGS:-} ${TESTS_PATHS:-} ;;
     la) run_la ;;
     na) run_na ;;
-    kernels) run_la; run_na ;;
+    kernels) run_la; run_na; run_step bench_depthwise_conv "${DWCONV_BUDGET:-120}" "$PY" benchmarks/depthwise_conv.py \
+      --out results $QUICK ${DWCONV_ARGS:-} ;;
     models) run_step bench_models "${MODELS_BUDGET:-260}" "$PY" benchmarks/models.py --out results --official-dir .official \
       --budget $(( ${MODELS_BUDGET:-260} - 40 )) $QUICK ${MODELS_ARGS:-} ;;
     la_old)  # per-kernel breakdown of an older kernels/ (scripts/export_oldrev.sh REV; carry ".oldrev")
@@ -72,6 +73,8 @@ for step in "${STEPS[@]}"; do
       cp .oldrev/REV results/oldrev/ 2>/dev/null
       run_step bench_la_oldrev "${LA_OLD_BUDGET:-90}" env PYTHONPATH="/tmp/lzo:$PYTHONPATH" "$PY" \
         benchmarks/linear_attention.py --out results/oldrev --breakdown-only ;;
+    dwconv) run_step bench_depthwise_conv "${DWCONV_BUDGET:-120}" "$PY" benchmarks/depthwise_conv.py --out results $QUICK \
+      ${DWCONV_ARGS:-} ;;
     host) run_step host_overhead "${HOST_BUDGET:-120}" "$PY" benchmarks/host_overhead.py --out results ;;
     profile) run_step profile "${PROFILE_BUDGET:-60}" "$PY" benchmarks/profile_model.py ${PROFILE_MODELS:-ravlt_s van_b2} --out results ${PROFILE_ARGS:-} ;;
     lit) run_step bench_lit "${LIT_BUDGET:-100}" "$PY" benchmarks/lit.py --out results $QUICK ;;

@@ -1,0 +1,27 @@
+"""CPU smoke test of benchmarks/depthwise_conv.py (the Triton kernel in the interpreter): cases, report, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from ..conftest import load_benchmark
+
+
+@pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET", "0") != "1", reason="the kernel on the CPU needs the interpreter"
+)
+def test_quick_run_writes_the_table(tmp_path):
+    bench = load_benchmark("depthwise_conv.py")
+    full = bench.cases(quick=False)
+    assert {c["layer"] for c in full} == {name for name, *_ in bench.LAYERS}
+    mlp_1024_s1 = next(c for c in full if c["res"] == 1024 and c["stage"] == 1 and c["gelu"])
+    assert (mlp_1024_s1["channels"], mlp_1024_s1["size"]) == (512, 256)  # VAN-B2: 64 channels x 8, 1024 / 4
+    bench.main(["--device", "cpu", "--quick", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "depthwise_conv.json").read_text())
+    assert len(rows) == len(bench.cases(quick=True))
+    assert all(r["rel_err"] < 1e-5 for r in rows)  # fp32 on the CPU: the kernel equals F.conv2d
+    table = (tmp_path / "depthwise_conv.md").read_text()
+    assert table.count("| 1 × 32 |") == len(rows) and "LKA 7x7 d3" in table
