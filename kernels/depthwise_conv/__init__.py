@@ -5,8 +5,7 @@ Public API (what VAN's large-kernel attention and MLP call)::
     depthwise_conv2d(x, weight, bias=None, *, padding=None, dilation=1, activation=None, residual=None,
                      backend="auto") -> (B, C, H_out, W_out)
 
-- ``x``: ``(B, C, H, W)``, any strides; the output keeps channels-last memory. ``backend="auto"`` runs the
-  kernel on channels-last maps (its fast layout) and ``F.conv2d`` on any other.
+- ``x``: ``(B, C, H, W)``, any strides; the output keeps channels-last memory.
 - ``weight``: ``(C, 1, KH, KW)`` (an ``nn.Conv2d(C, C, K, groups=C)`` weight as it is), ``bias``: ``(C,)``. Both
   are cast to ``x``'s dtype (as autocast does for a convolution); accumulation is fp32.
 - ``padding``: int or pair, default ``"same"`` (``dilation · (K − 1) / 2``); ``dilation``: int.
@@ -15,17 +14,20 @@ Public API (what VAN's large-kernel attention and MLP call)::
 
 The Triton path (``torch.ops.linzoo.depthwise_conv2d``, with a Triton backward) reads the input once and writes
 the output once where cuDNN's convolution, the bias, the GELU and the shortcut each take a pass over the map;
-the backward saves only ``x`` and recomputes the pre-activation. Formulas:
+the backward saves only ``x`` and recomputes the pre-activation. ``backend="auto"`` uses it where it measured
+faster than cuDNN (:func:`_kernel_is_faster`: dilated filters, and GELU-fused inference) and ``F.conv2d`` with
+the separate ops elsewhere; ``backend="triton"`` (or ``LINZOO_KERNEL_BACKEND=triton``) forces the kernel. Formulas:
 :mod:`linzoo.kernels.depthwise_conv.reference` and :mod:`linzoo.kernels.depthwise_conv.triton_dwconv`.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
 
-from .._backend import resolve_backend
+from .._backend import ENV_VAR, resolve_backend
 from .reference import ACTIVATIONS, depthwise_conv2d_reference
 
 __all__ = ["ACTIVATIONS", "depthwise_conv2d", "depthwise_conv2d_reference"]
@@ -183,14 +185,33 @@ def depthwise_conv2d(
         )
     weight = weight.to(x.dtype)
     bias = bias.to(x.dtype) if bias is not None else None
+    gelu = activation == "gelu"
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, residual))
     resolved = resolve_backend(backend, x.device, triton_supported=_triton_dwconv is not None)
-    # "auto" runs the kernel on channels-last maps, its fast layout (a tap is a vector load of contiguous
-    # channels); other layouts go through F.conv2d. backend="triton" runs the kernel on any strides.
-    if resolved == "torch" or (backend == "auto" and not x.is_contiguous(memory_format=torch.channels_last)):
+    forced = backend == "triton" or os.environ.get(ENV_VAR, "").strip().lower() == "triton"
+    if resolved == "torch" or (not forced and not _kernel_is_faster(x, dilation, gelu, needs_grad)):
         return depthwise_conv2d_reference(x, weight, bias, (ph, pw), dilation, activation, residual)
     if x[0].numel() >= 2**31:
         raise ValueError(f"x holds {x[0].numel()} elements per image; the Triton kernels index them in int32")
-    gelu = activation == "gelu"
     if torch.compiler.is_compiling() or isinstance(x, torch._subclasses.FakeTensor):
         return _dw_op(x, weight, bias, residual, ph, pw, dilation, gelu)
+    if not needs_grad:  # inference: no autograd node (its host cost is most of a small layer's time)
+        out_dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
+        return _triton_dwconv.forward(x, weight, bias, residual, (ph, pw), dilation, gelu, out_dtype)
     return _EagerDepthwiseConv.apply(x, weight, bias, residual, ph, pw, dilation, gelu)
+
+
+def _kernel_is_faster(x: torch.Tensor, dilation: int, gelu: bool, needs_grad: bool) -> bool:
+    """``backend="auto"``'s choice between the fused kernel and cuDNN, from the per-layer table of
+    ``benchmarks/depthwise_conv.py`` (H100, VAN-B2's layers at 224 and 1024 px; docs/benchmarks/depthwise_conv.md):
+
+    - only channels-last maps (a tap is a vector load of contiguous channels; NCHW maps go to ``F.conv2d``);
+    - dilated filters always: cuDNN runs them at 1–13 % of the memory floor (7×7, dilation 3: kernel 2.4–9.7×
+      faster forward, 1.1–7.1× forward+backward, except 0.68× on 32×32 maps);
+    - undilated filters only for inference with the GELU fused (1.35–2.05× the conv + GELU, one tie): plain
+      5×5 / 3×3 forwards are faster in cuDNN beyond 64 channels, and the kernel's weight gradient is slower
+      (forward+backward 0.3–0.7×).
+    """
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        return False
+    return dilation > 1 or (gelu and not needs_grad)

@@ -18,6 +18,8 @@ forward saves only its input):
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import triton
 import triton.language as tl
@@ -145,9 +147,24 @@ def launch_config(wo: int, channels: int) -> tuple[int, int, int, int]:
     return th, tw, min(64, max(16, next_pow2(channels))), 4
 
 
+# id(weight) -> (weak reference, version counter, taps-major copy). A model's weights are the same tensors call after
+# call (parameters, or cached folded weights), so the copy is made once per update instead of one transpose launch
+# per call; the entry goes when the weight is freed, and an in-place update (a new version) recomputes it.
+_TAPS_CACHE: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
+
+
 def taps_major(weight: torch.Tensor) -> torch.Tensor:
     """``(C, 1, KH, KW)`` → ``(KH·KW, C)`` contiguous: a tap's weights for a channel block are one vector load."""
-    return weight.reshape(weight.shape[0], -1).t().contiguous()
+    if weight.is_inference():  # no version counter to notice in-place updates: no caching
+        return weight.reshape(weight.shape[0], -1).t().contiguous()
+    key = id(weight)
+    hit = _TAPS_CACHE.get(key)
+    if hit is not None and hit[0]() is weight and hit[1] == weight._version:
+        return hit[2]
+    with torch.no_grad():
+        taps = weight.reshape(weight.shape[0], -1).t().contiguous()
+    _TAPS_CACHE[key] = (weakref.ref(weight, lambda _, key=key: _TAPS_CACHE.pop(key, None)), weight._version, taps)
+    return taps
 
 
 def _conv(
@@ -255,7 +272,7 @@ def backward(
             KH=kh, KW=kw, TAPS=n_rows, TH=th, TW=tw, BLOCK_C=block_c, num_warps=warps, num_stages=1,
         )  # fmt: skip
         sums = part.sum(0)
-        grad_w = sums[: kh * kw].t().reshape(weight.shape).to(weight.dtype)
+        grad_w = sums[: kh * kw].t().contiguous().view(weight.shape).to(weight.dtype)  # the custom op's strides
         if bias is not None:
             grad_b = sums[kh * kw].to(bias.dtype)
     return grad_x, grad_w, grad_b

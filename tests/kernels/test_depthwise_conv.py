@@ -29,9 +29,10 @@ def _inputs(bsz, channels, size, kernel, dtype, device="cpu", channels_last=True
 
 
 def _compare(tensors, dilation, activation, padding, backend_dtype):
-    """Output and gradients of the Triton path in ``backend_dtype`` against the fp32 reference."""
+    """Output and gradients of the Triton path in ``backend_dtype`` against the float64 reference (cuDNN's fp32
+    weight gradient may use TF32)."""
     ours = [t.clone().requires_grad_(True) if t is not None else None for t in tensors]
-    ref = [t.detach().float().clone().requires_grad_(True) if t is not None else None for t in tensors]
+    ref = [t.detach().double().clone().requires_grad_(True) if t is not None else None for t in tensors]
     x, w, b, r = ours
     out = depthwise_conv2d(
         x, w, b, padding=padding, dilation=dilation, activation=activation, residual=r, backend="triton"
@@ -40,16 +41,16 @@ def _compare(tensors, dilation, activation, padding, backend_dtype):
     pad = padding if padding is not None else dilation * (kh - 1) // 2
     pad = (pad, pad) if isinstance(pad, int) else pad
     want = depthwise_conv2d_reference(ref[0], ref[1], ref[2], pad, dilation, activation, ref[3])
-    grad = torch.randn(want.shape, generator=torch.Generator().manual_seed(7)).to(want.device)
+    grad = torch.randn(want.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64).to(want.device)
     out.backward(grad.to(out.dtype))
     want.backward(grad)
     tol = TOL[backend_dtype]
-    torch.testing.assert_close(out.float(), want, **tol, msg=lambda m: f"out: {m}")
+    torch.testing.assert_close(out.double(), want, **tol, msg=lambda m: f"out: {m}")
     for name, a, e in zip(("dx", "dw", "dbias", "dresidual"), ours, ref):
         if a is None:
             continue
         scale = e.grad.abs().max().clamp(min=1.0)  # dw / dbias sum over every pixel: compare relative to the max
-        torch.testing.assert_close(a.grad.float() / scale, e.grad / scale, **tol, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(a.grad.double() / scale, e.grad / scale, **tol, msg=lambda m, n=name: f"{n}: {m}")
     return out
 
 
@@ -106,6 +107,41 @@ def test_custom_op_opcheck():
     torch.library.opcheck(_dw_op, (x, w, b, r, 1, 1, 1, True))
 
 
+@needs_interpreter
+def test_auto_backend_uses_the_kernel_where_it_measured_faster(monkeypatch):
+    """auto: the kernel for dilated filters and GELU-fused inference on channels-last maps, F.conv2d elsewhere."""
+    from linzoo.kernels import depthwise_conv as dw
+
+    calls = []
+    monkeypatch.setattr(dw, "depthwise_conv2d_reference", lambda *a: calls.append("cudnn") or a[0])
+    monkeypatch.setattr(dw._triton_dwconv, "forward", lambda *a: calls.append("kernel") or a[0])
+    monkeypatch.setattr(dw, "resolve_backend", lambda *a, **k: "triton")  # as auto resolves on CUDA
+    x, w, b, _ = _inputs(1, 8, (6, 6), 3, torch.float32)
+    w7 = torch.randn(8, 1, 7, 7)
+    with torch.no_grad():
+        depthwise_conv2d(x, w7, b, dilation=3)  # dilated: kernel
+        depthwise_conv2d(x, w, b, activation="gelu")  # GELU-fused inference: kernel
+        depthwise_conv2d(x, w, b)  # plain 3x3: cuDNN
+        depthwise_conv2d(x.contiguous(), w7, b, dilation=3)  # NCHW: cuDNN
+    depthwise_conv2d(x, w.requires_grad_(True), b, activation="gelu")  # GELU-fused training: cuDNN
+    assert calls == ["kernel", "kernel", "cudnn", "cudnn", "cudnn"]
+
+
+@needs_interpreter
+def test_taps_major_weights_are_cached_per_tensor_and_version():
+    td = _triton_dwconv
+    w = torch.randn(6, 1, 3, 3)
+    first = td.taps_major(w)
+    assert td.taps_major(w) is first  # same tensor, same version: no new copy
+    torch.testing.assert_close(first, w.reshape(6, 9).t())
+    with torch.no_grad():
+        w.mul_(2)  # an in-place update (an optimizer step) bumps the version
+    torch.testing.assert_close(td.taps_major(w), w.reshape(6, 9).t())
+    key = id(w)
+    del w
+    assert key not in td._TAPS_CACHE  # freed with the weight
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -140,3 +176,21 @@ def test_bad_arguments_name_the_argument(kwargs, match):
 def test_gpu_real_sizes(channels, size, kernel, dilation, activation, dtype):
     tensors = _inputs(8, channels, size, kernel, dtype, device="cuda", residual=activation is not None)
     _compare(tensors, dilation, activation, None, dtype)
+
+
+@needs_interpreter
+@pytest.mark.slow
+def test_compiled_training_step_matches_eager():
+    """Under torch.compile (inductor) the op runs as the custom op; its outputs' strides must equal the fake
+    implementation's (a transposed weight gradient once failed inductor's stride assertion)."""
+    x, w, b, r = _inputs(1, 16, (5, 7), 3, torch.float32, residual=True)
+
+    def loss(x, w, b, r):
+        return depthwise_conv2d(x, w, b, activation="gelu", residual=r, backend="triton").square().sum()
+
+    leaves = [t.requires_grad_(True) for t in (x, w, b, r)]
+    want = torch.autograd.grad(loss(*leaves), leaves)
+    compiled = torch.compile(loss, backend="inductor", fullgraph=True)
+    got = torch.autograd.grad(compiled(*leaves), leaves)  # the backward graph is compiled too (AOTAutograd)
+    for name, a, e in zip(("dx", "dw", "dbias", "dresidual"), got, want):
+        torch.testing.assert_close(a, e, **TOL[torch.float32], msg=lambda m, n=name: f"{n}: {m}")
