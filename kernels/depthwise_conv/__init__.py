@@ -183,8 +183,10 @@ def depthwise_conv2d(
         raise ValueError(
             f"residual must have the output's shape {(*x.shape[:2], out_h, out_w)}, got {tuple(residual.shape)}"
         )
-    weight = weight.to(x.dtype)
-    bias = bias.to(x.dtype) if bias is not None else None
+    if weight.dtype != x.dtype:  # (a no-op .to() still costs ~1 µs of host time per tensor)
+        weight = weight.to(x.dtype)
+    if bias is not None and bias.dtype != x.dtype:
+        bias = bias.to(x.dtype)
     gelu = activation == "gelu"
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias, residual))
     resolved = resolve_backend(backend, x.device, triton_supported=_triton_dwconv is not None)
