@@ -23,5 +23,9 @@ def test_quick_run_writes_the_table(tmp_path):
     rows = json.loads((tmp_path / "depthwise_conv.json").read_text())
     assert len(rows) == len(bench.cases(quick=True))
     assert all(r["rel_err"] < 1e-5 for r in rows)  # fp32 on the CPU: the kernel equals F.conv2d
-    table = (tmp_path / "depthwise_conv.md").read_text()
+    md = tmp_path / "depthwise_conv.md"
+    table = md.read_text()
     assert table.count("| 1 × 32 |") == len(rows) and "LKA 7x7 d3" in table
+    md.write_text(table + "\nhand-written reading\n")
+    bench.write_report(tmp_path, rows, 1e12, "CPU", "fp32")  # a rewrite keeps the notes under the marker
+    assert md.read_text().endswith("hand-written reading\n") and md.read_text().count(bench.MARKER) == 1
