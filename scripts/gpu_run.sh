@@ -5,6 +5,7 @@
 # From this machine (the device tool copies the repo; .whl/ and .official/ are git-ignored, so carry them):
 #   scripts/fetch_device_wheels.sh            # once: wheels the device lacks (diffusers, omegaconf, ...)
 #   scripts/fetch_device_peers.sh            # optional: benchmark peers (flash_bla) into .peers/
+#   scripts/fetch_official.sh                # the official model files benchmarks/models.py compares against
 #   run(command="bash scripts/gpu_run.sh [--quick] [STEP...]", carry=[".whl", ".official", ".peers"], timeout_s=600)
 # Then unpack: tar -xzf <files_at>/results.tgz -C docs/benchmarks/
 # STEPs (default: all): tests kernels (= la na dwconv) models profile lit linfusion; also host (host_overhead.py), la_old
