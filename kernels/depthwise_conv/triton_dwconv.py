@@ -12,8 +12,9 @@ forward saves only its input):
 - ``dx`` is the same kernel on ``dz`` with the filter flipped and padding ``d·(K − 1) − p``
   (``dx[i] = Σ_u w[u] · dz[i − d·u + p]``);
 - ``dw[c, u, v] = Σ_{b, i, j} dz[b, c, i, j] · x[b, c, i + d·u − p_h, j + d·v − p_w]`` and ``dbias = Σ dz``
-  (:func:`_dw_weight_grad_kernel`): each program sums its share of the tiles for ``BLOCK_C`` channels into a
-  ``(taps, BLOCK_C)`` fp32 accumulator and writes it once; the host adds the shares (no atomics).
+  (:func:`_dw_weight_grad_kernel`): a program takes one filter row ``u``, ``BLOCK_C`` channels and a run of
+  tiles, accumulates the products elementwise and reduces them over pixels once; the host adds the programs'
+  partial sums (no atomics).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from .._launch import launch
 
 SQRT1_2 = tl.constexpr(0.7071067811865476)  # kernels read module globals only as constexprs
 INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
-# programs of the weight-gradient kernel per device (a few per SM: enough to fill the GPU, few partial sums)
-WEIGHT_GRAD_PROGRAMS = 528
+# programs of the weight-gradient kernel (about 16 per SM of an H100: its tile loop is latency-bound) and so the
+# number of partial sums the host adds
+WEIGHT_GRAD_PROGRAMS = 2048
 
 
 @triton.jit
@@ -106,35 +108,39 @@ def _dw_weight_grad_kernel(
     sxb, sxc, sxh, sxw,
     sgb, sgc, sgh, sgw,
     PH, PW, DIL,
-    KH: tl.constexpr, KW: tl.constexpr, TAPS: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, KW_PAD: tl.constexpr,
     TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """Partial ``dw`` (rows 0..KH·KW−1) and ``dbias`` (row KH·KW) of tiles ``[pid·n, (pid+1)·n)`` into
-    ``part[pid, :, c]``; ``g`` is ``dz`` on the output grid."""
-    pid = tl.program_id(0)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    """Filter row ``u = program_id(0)`` of the partial ``dw`` over tiles ``[pid·n, (pid+1)·n)`` into
+    ``part[pid, u·KW + v, c]`` (and ``dbias`` into row ``KH·KW`` from the ``u = 0`` programs); ``g`` is ``dz``.
+
+    The products ``g · x_shifted`` accumulate elementwise in a ``(KW, pixels, channels)`` register tile across the
+    tiles and are reduced over pixels once at the end (no per-tile cross-warp reductions)."""
+    u = tl.program_id(0)
+    pid = tl.program_id(1)
+    c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
-    tap = tl.arange(0, TAPS)
-    acc = tl.zeros((TAPS, BLOCK_C), dtype=tl.float32)
+    v = tl.arange(0, KW_PAD)
+    acc = tl.zeros((KW_PAD, TH * TW, BLOCK_C), dtype=tl.float32)
+    acc_bias = tl.zeros((TH * TW, BLOCK_C), dtype=tl.float32)
     for i in range(TILES_PER_PROG):
         tile = pid * TILES_PER_PROG + i
         b, oh, ow = _tile_coords(tile, TILES, TILES_W, TH, TW)
-        in_range = tile < TOTAL_TILES
-        g_ok = ((oh < HO) & (ow < WO) & in_range)[:, None] & c_ok[None, :]
+        g_ok = ((oh < HO) & (ow < WO) & (tile < TOTAL_TILES))[:, None] & c_ok[None, :]
         g_img = g_ptr + b.to(tl.int64) * sgb + c[None, :] * sgc
         g = tl.load(g_img + oh[:, None] * sgh + ow[:, None] * sgw, mask=g_ok, other=0.0).to(tl.float32)
-        acc += tl.where(tap[:, None] == KH * KW, tl.sum(g, 0)[None, :], 0.0)
-        x_img = x_ptr + b.to(tl.int64) * sxb + c[None, :] * sxc
-        for u in range(KH):
-            ih = oh + u * DIL - PH
-            row_ok = (ih >= 0) & (ih < H)
-            for v in tl.static_range(KW):
-                iw = ow + v * DIL - PW
-                ok = (row_ok & (iw >= 0) & (iw < W))[:, None] & g_ok
-                xv = tl.load(x_img + ih[:, None] * sxh + iw[:, None] * sxw, mask=ok, other=0.0)
-                acc += tl.where(tap[:, None] == u * KW + v, tl.sum(g * xv.to(tl.float32), 0)[None, :], 0.0)
-    out = part_ptr + pid * TAPS * C + tap[:, None] * C + c[None, :]
-    tl.store(out, acc, mask=(tap[:, None] <= KH * KW) & c_ok[None, :])
+        acc_bias += g
+        ih = oh + u * DIL - PH
+        iw = ow[None, :] + v[:, None] * DIL - PW
+        ok = ((ih >= 0) & (ih < H))[None, :] & (iw >= 0) & (iw < W) & (v < KW)[:, None]
+        x_img = x_ptr + b.to(tl.int64) * sxb + c[None, None, :] * sxc
+        xv = tl.load(
+            x_img + ih[None, :, None] * sxh + iw[:, :, None] * sxw, mask=ok[:, :, None] & g_ok[None, :, :], other=0.0
+        )
+        acc += xv.to(tl.float32) * g[None, :, :]
+    out = part_ptr + pid * (KH * KW + 1) * C
+    tl.store(out + (u * KW + v)[:, None] * C + c[None, :], tl.sum(acc, 1), mask=(v < KW)[:, None] & c_ok[None, :])
+    tl.store(out + KH * KW * C + c, tl.sum(acc_bias, 0), mask=c_ok & (u == 0))
 
 
 def launch_config(wo: int, channels: int) -> tuple[int, int, int, int]:
@@ -255,23 +261,23 @@ def backward(
     if need_weight_grad:
         bsz, channels, h, w = x.shape
         ho, wo = dz.shape[2:]
-        th, tw, block_c, warps = launch_config(wo, channels)
+        th, tw = (1, 16) if wo >= 16 else (2, 8)  # 16 pixels: the (KW, pixels, channels) tile stays in registers
+        block_c = min(64, max(16, next_pow2(channels)))
         tiles_w = cdiv(wo, tw)
         tiles = cdiv(ho, th) * tiles_w
         c_blocks = cdiv(channels, block_c)
-        programs = max(1, min(bsz * tiles, cdiv(WEIGHT_GRAD_PROGRAMS, c_blocks)))
+        programs = max(1, min(bsz * tiles, cdiv(WEIGHT_GRAD_PROGRAMS, c_blocks * kh)))
         per_prog = cdiv(bsz * tiles, programs)
         programs = cdiv(bsz * tiles, per_prog)
-        n_rows = next_pow2(kh * kw + 1)  # the taps and, in row kh·kw, the bias
-        part = torch.empty((programs, n_rows, channels), device=x.device, dtype=torch.float32)
+        part = torch.empty((programs, kh * kw + 1, channels), device=x.device, dtype=torch.float32)
         launch(
-            _dw_weight_grad_kernel, (programs, c_blocks),
+            _dw_weight_grad_kernel, (kh, programs, c_blocks),
             x, dz, part,
             channels, h, w, ho, wo, tiles, tiles_w, bsz * tiles, per_prog,
             *x.stride(), *dz.stride(), padding[0], padding[1], dilation,
-            KH=kh, KW=kw, TAPS=n_rows, TH=th, TW=tw, BLOCK_C=block_c, num_warps=warps, num_stages=1,
+            KH=kh, KW=kw, KW_PAD=next_pow2(kw), TH=th, TW=tw, BLOCK_C=block_c, num_warps=4, num_stages=1,
         )  # fmt: skip
-        sums = part.sum(0)
+        sums = part.sum(0)  # (KH·KW + 1, C): the taps, then the bias
         grad_w = sums[: kh * kw].t().contiguous().view(weight.shape).to(weight.dtype)  # the custom op's strides
         if bias is not None:
             grad_b = sums[kh * kw].to(bias.dtype)

@@ -164,7 +164,7 @@ def depthwise_variants():
         name = f"dwconv_{'dz' if grad else 'dx' if flip else 'fwd'}_k{k}{'_gelu' if gelu else ''}"
         yield name, td._dw_conv_kernel, consts, io, warps
     for k in (3, 5, 7):
-        consts = dict(KH=k, KW=k, TAPS=triton.next_power_of_2(k * k + 1), TH=th, TW=tw, BLOCK_C=block_c, sxc=1, sgc=1)
+        consts = dict(KH=k, KW=k, KW_PAD=triton.next_power_of_2(k), TH=1, TW=16, BLOCK_C=block_c, sxc=1, sgc=1)
         yield f"dwconv_wgrad_k{k}", td._dw_weight_grad_kernel, consts, {**io, "part_ptr": "*fp32"}, warps
 
 
