@@ -12,15 +12,39 @@ from types import ModuleType
 import pytest
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _import_installed_namesakes() -> None:
+    """Import installed packages named like the repository's top-level folders before the folders can shadow them.
+
+    The folders install as ``linzoo.<name>``, but ``python -m pytest`` and pytest's rootdir insertion put the
+    repository root on ``sys.path``, where ``kernels/`` would be found for ``import kernels`` — Hugging Face's
+    ``kernels`` package, which transformers >= 5.2x imports (``from kernels import CUDAProperties``) whenever
+    diffusers loads it. Importing the installed one first, with the root off the path, puts it in
+    ``sys.modules``; a name with no installed package is skipped.
+    """
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if p not in ("", ".") and Path(p).resolve() != ROOT]
+    try:
+        for name in ("kernels", "vision", "diffusion", "train", "weights", "configs"):
+            if name not in sys.modules and importlib.util.find_spec(name) is not None:
+                importlib.import_module(name)
+    finally:
+        sys.path[:] = saved
+
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REFERENCE_KEYS = FIXTURES / "reference_keys"
 GOLDEN = FIXTURES / "golden"
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = ROOT / "benchmarks"
 
 if not torch.cuda.is_available():
     # Without a GPU the Triton kernels run in Triton's interpreter. It must be chosen before anything imports
     # Triton; `backend="auto"` still picks the PyTorch reference on the CPU, the kernel tests ask for "triton".
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+_import_installed_namesakes()  # after TRITON_INTERPRET: the installed packages may import Triton
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # one intra-op thread per xdist worker: `pytest -n 2` on two cores would otherwise run four threads
