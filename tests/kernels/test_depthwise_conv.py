@@ -14,7 +14,11 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 needs_interpreter = pytest.mark.skipif(
     _triton_dwconv is None or not INTERPRET, reason="Triton kernels on the CPU need TRITON_INTERPRET=1"
 )
-TOL = {torch.float32: dict(atol=2e-5, rtol=2e-5), torch.bfloat16: dict(atol=3e-2, rtol=3e-2)}
+TOL = {
+    torch.float32: dict(atol=2e-5, rtol=2e-5),
+    torch.bfloat16: dict(atol=3e-2, rtol=3e-2),
+    torch.float16: dict(atol=4e-3, rtol=4e-3),
+}
 
 
 def _inputs(bsz, channels, size, kernel, dtype, device="cpu", channels_last=True, bias=True, residual=False):
@@ -69,6 +73,12 @@ def test_triton_matches_reference(bsz, channels, size, kernel, dilation, activat
     tensors = _inputs(bsz, channels, size, kernel, dtype, channels_last=channels_last, residual=residual)
     out = _compare(tensors, dilation, activation, None, dtype)
     assert out.is_contiguous(memory_format=torch.channels_last) == channels_last  # the input's layout is kept
+
+
+@needs_interpreter
+def test_float16():
+    tensors = _inputs(2, 24, (7, 18), 5, torch.float16, residual=True)
+    _compare(tensors, 1, "gelu", None, torch.float16)
 
 
 @needs_interpreter
