@@ -10,8 +10,8 @@ kernel, the data behind :func:`linzoo.kernels.depthwise_conv.triton_dwconv.launc
     python benchmarks/depthwise_conv.py --out docs/benchmarks [--variants]    # GPU machine
     python benchmarks/depthwise_conv.py --device cpu --quick --out /tmp/bench   # smoke test (interpreter)
 
-Writes depthwise_conv.md (keeping the hand-written notes below its marker line) and depthwise_conv.json into
-``--out``; timings: median of ``triton.testing.do_bench``.
+Writes depthwise_conv.md (keeping the hand-written notes below its marker line), depthwise_conv.json and
+depthwise_conv.png (speed-up per layer) into ``--out``; timings: median of ``triton.testing.do_bench``.
 """
 
 from __future__ import annotations
@@ -155,10 +155,34 @@ def write_report(out: Path, rows: list[dict], bandwidth: float, device_name: str
                          + " | ".join(cells) + " |")  # fmt: skip
     lines += ["", "Largest relative error of our forward against cuDNN's: "
               f"{max(r['rel_err'] for r in rows):.1e}."]  # fmt: skip
+    _plot(out / "depthwise_conv.png", rows)
     md = out / "depthwise_conv.md"
     tail = md.read_text().split(MARKER, 1)[1].lstrip("\n") if md.is_file() and MARKER in md.read_text() else ""
     md.write_text("\n".join(lines) + "\n\n" + MARKER + "\n" + ("\n" + tail if tail else ""))
     (out / "depthwise_conv.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def _plot(path: Path, rows: list[dict]) -> None:
+    """Bars of cuDNN time / kernel time per layer (> 1: the kernel is faster), forward and forward+backward."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['layer']}\nb{r['batch']} {r['res']}px s{r['stage']}" for r in rows]
+    xs = range(len(rows))
+    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(rows)), 4.5))
+    for offset, key, name in ((-0.2, "fwd", "forward"), (0.2, "fwdbwd", "forward + backward")):
+        ax.bar([x + offset for x in xs], [r[f"cudnn_{key}"] / r[f"ours_{key}"] for r in rows], 0.4, label=name)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_ylabel("cuDNN time / kernel time")
+    ax.set_xticks(list(xs), labels, rotation=90, fontsize=7)
+    ax.legend()
+    ax.set_title("Depthwise convolution: fused Triton kernel vs cuDNN (VAN-B2 layers)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:

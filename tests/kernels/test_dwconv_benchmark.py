@@ -23,6 +23,7 @@ def test_quick_run_writes_the_table(tmp_path):
     rows = json.loads((tmp_path / "depthwise_conv.json").read_text())
     assert len(rows) == len(bench.cases(quick=True))
     assert all(r["rel_err"] < 1e-5 for r in rows)  # fp32 on the CPU: the kernel equals F.conv2d
+    assert (tmp_path / "depthwise_conv.png").stat().st_size > 0
     md = tmp_path / "depthwise_conv.md"
     table = md.read_text()
     assert table.count("| 1 × 32 |") == len(rows) and "LKA 7x7 d3" in table
