@@ -49,7 +49,7 @@ def _tile_coords(pid, TILES, TILES_W, TH: tl.constexpr, TW: tl.constexpr):
 @triton.jit
 def _dw_conv_kernel(
     x_ptr, w_ptr, bias_ptr, aux_ptr, y_ptr,  # w: (KH·KW, C) taps-major
-    C, H, W, HO, WO, TILES, TILES_W,
+    C, H, W, HO, WO, TILES, TILES_W, C_BLOCKS,
     sxb, sxc, sxh, sxw,
     sab, sac, sah, saw,
     syb, syc, syh, syw,
@@ -59,8 +59,10 @@ def _dw_conv_kernel(
     TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """``y = act(Σ_taps w·x + bias) + aux`` on one tile; with ``GRAD``: ``y = aux ⊙ act'(z)`` (aux = dy)."""
-    b, oh, ow = _tile_coords(tl.program_id(0), TILES, TILES_W, TH, TW)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    # channel blocks vary fastest: the programs reading one pixel row's channels run together (DRAM/L2 locality)
+    pid = tl.program_id(0)
+    b, oh, ow = _tile_coords(pid // C_BLOCKS, TILES, TILES_W, TH, TW)
+    c = (pid % C_BLOCKS) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
     out_ok = ((oh < HO) & (ow < WO))[:, None] & c_ok[None, :]
     x_img = x_ptr + b.to(tl.int64) * sxb + c[None, :] * sxc
@@ -111,14 +113,14 @@ def _dw_weight_grad_kernel(
     KH: tl.constexpr, KW: tl.constexpr, KW_PAD: tl.constexpr,
     TH: tl.constexpr, TW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """Filter row ``u = program_id(0)`` of the partial ``dw`` over tiles ``[pid·n, (pid+1)·n)`` into
+    """Filter row ``u`` (``program_id(0) mod KH``) of the partial ``dw`` over tiles ``[pid·n, (pid+1)·n)`` into
     ``part[pid, u·KW + v, c]`` (and ``dbias`` into row ``KH·KW`` from the ``u = 0`` programs); ``g`` is ``dz``.
 
     The products ``g · x_shifted`` accumulate elementwise in a ``(KW, pixels, channels)`` register tile across the
     tiles and are reduced over pixels once at the end (no per-tile cross-warp reductions)."""
-    u = tl.program_id(0)
+    u = tl.program_id(0) % KH  # filter rows, then channel blocks, vary fastest: programs sharing tiles run together
     pid = tl.program_id(1)
-    c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c = (tl.program_id(0) // KH) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = c < C
     v = tl.arange(0, KW_PAD)
     acc = tl.zeros((KW_PAD, TH * TW, BLOCK_C), dtype=tl.float32)
@@ -195,9 +197,9 @@ def _conv(
     aux_t = aux if aux is not None else out
     bias_t = bias if bias is not None else taps
     launch(
-        _dw_conv_kernel, (bsz * tiles, cdiv(channels, block_c)),
+        _dw_conv_kernel, (bsz * tiles * cdiv(channels, block_c),),
         x, taps, bias_t, aux_t, out,
-        channels, h, w, ho, wo, tiles, tiles_w,
+        channels, h, w, ho, wo, tiles, tiles_w, cdiv(channels, block_c),
         *x.stride(), *aux_t.stride(), *out.stride(),
         padding[0], padding[1], dilation,
         KH=kernel[0], KW=kernel[1], FLIP=flip, HAS_BIAS=bias is not None, GELU=gelu,
@@ -271,7 +273,7 @@ def backward(
         programs = cdiv(bsz * tiles, per_prog)
         part = torch.empty((programs, kh * kw + 1, channels), device=x.device, dtype=torch.float32)
         launch(
-            _dw_weight_grad_kernel, (kh, programs, c_blocks),
+            _dw_weight_grad_kernel, (kh * c_blocks, programs),
             x, dz, part,
             channels, h, w, ho, wo, tiles, tiles_w, bsz * tiles, per_prog,
             *x.stride(), *dz.stride(), padding[0], padding[1], dilation,
