@@ -28,7 +28,9 @@ shortcut and γ1 into one ``addcmul``; patch embeddings fold their BatchNorm int
 folded weights are computed per call while autograd records and cached (already in the autocast dtype) for
 grad-free inference. In channels-last memory the 1x1 convolutions run as ``F.linear`` GEMMs with the bias in
 the epilogue (:mod:`linzoo.vision.layers.folding`, :func:`~linzoo.vision.layers.fused.conv1x1`). Training
-mode runs the modules as written.
+mode runs the modules as written. The depthwise convolutions go through :func:`linzoo.kernels.depthwise_conv2d`
+(``dwconv``): on CUDA its fused Triton kernel runs the dilated 7×7 (cuDNN: 1–13 % of the memory floor) and, for
+inference, the MLP's 3×3 with its GELU; the other cases stay on cuDNN (docs/benchmarks/depthwise_conv.md).
 """
 
 from __future__ import annotations
