@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
 from linzoo.kernels import apply_rope, rope_2d, rope_2d_frequencies
-from linzoo.vision.layers.fused import conv1x1_nhwc, layer_scale_add, rope_full_tables, rotate_pairs
+from linzoo.vision.layers.fused import conv1x1_nhwc, dwconv, layer_scale_add, rope_full_tables, rotate_pairs
 
 
 def test_conv1x1_nhwc_equals_conv_on_permuted_map():
@@ -75,3 +76,29 @@ def test_rotate_pairs_equals_apply_rope_for_stacked_tensors():
         torch.testing.assert_close(out[:, :, i].transpose(1, 2), ref, rtol=1e-6, atol=1e-6)
     # bf16 input with fp32 tables computes in fp32 (the official theta_shift with fp32 sin/cos buffers)
     assert rotate_pairs(qk.bfloat16(), cos_full[:, None, None], sin_signed[:, None, None]).dtype == torch.float32
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_dwconv_equals_the_module_with_gelu_and_shortcut(backend, monkeypatch):
+    """``dwconv(x, conv, activation, residual)`` = ``act(conv(x)) + residual`` with the module's geometry and weights
+    (the Triton kernel runs in the interpreter on the CPU)."""
+    monkeypatch.setenv("LINZOO_KERNEL_BACKEND", backend)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(10, 10, 7, padding=9, dilation=3, groups=10)
+    x = torch.randn(2, 10, 11, 13).to(memory_format=torch.channels_last)
+    r = torch.randn(2, 10, 11, 13)
+    torch.testing.assert_close(
+        dwconv(x, conv, activation="gelu", residual=r), F.gelu(conv(x)) + r, rtol=1e-5, atol=1e-5
+    )
+    w, b = torch.randn_like(conv.weight), None  # replacement (folded) weights, no bias
+    want = F.conv2d(x, w, None, 1, 9, 3, 10)
+    torch.testing.assert_close(dwconv(x, conv, w, b), want, rtol=1e-5, atol=1e-5)
+
+
+def test_dwconv_rejects_other_convolutions():
+    with pytest.raises(ValueError, match="depthwise"):
+        dwconv(torch.randn(1, 4, 5, 5), nn.Conv2d(4, 8, 3, padding=1, groups=4))
+    with pytest.raises(ValueError, match="depthwise"):
+        dwconv(torch.randn(1, 4, 5, 5), nn.Conv2d(4, 4, 3, stride=2, groups=4))
+    with pytest.raises(ValueError, match="explicit zero padding"):
+        dwconv(torch.randn(1, 4, 5, 5), nn.Conv2d(4, 4, 3, padding="same", groups=4))
