@@ -5,7 +5,7 @@ Public API (what VAN's large-kernel attention and MLP call)::
     depthwise_conv2d(x, weight, bias=None, *, padding=None, dilation=1, activation=None, residual=None,
                      backend="auto") -> (B, C, H_out, W_out)
 
-- ``x``: ``(B, C, H, W)``, any strides; the output keeps channels-last memory.
+- ``x``: ``(B, C, H, W)``, any strides; the output has its memory format (channels-last in, channels-last out).
 - ``weight``: ``(C, 1, KH, KW)`` (an ``nn.Conv2d(C, C, K, groups=C)`` weight as it is), ``bias``: ``(C,)``. Both
   are cast to ``x``'s dtype (as autocast does for a convolution); accumulation is fp32.
 - ``padding``: int or pair, default ``"same"`` (``dilation · (K − 1) / 2``); ``dilation``: int.
