@@ -8,7 +8,7 @@ Public API (what VAN's large-kernel attention and MLP call)::
 - ``x``: ``(B, C, H, W)``, any strides; the output has its memory format (channels-last in, channels-last out).
 - ``weight``: ``(C, 1, KH, KW)`` (an ``nn.Conv2d(C, C, K, groups=C)`` weight as it is), ``bias``: ``(C,)``. Both
   are cast to ``x``'s dtype (as autocast does for a convolution); accumulation is fp32.
-- ``padding``: int or pair, default ``"same"`` (``dilation · (K − 1) / 2``); ``dilation``: int.
+- ``padding``: int, pair, ``"same"`` (the default, ``dilation · (K − 1) / 2``) or ``"valid"``; ``dilation``: int.
 - ``activation``: ``None`` or ``"gelu"`` (erf form, ``nn.GELU()``); ``residual``: a tensor of the output's shape
   added last (the block's shortcut); the output dtype is that of ``x`` and ``residual`` promoted.
 
@@ -131,7 +131,7 @@ def _pair(value, name: str) -> tuple[int, int]:
         and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
     ):
         return int(value[0]), int(value[1])
-    raise ValueError(f"{name} must be a non-negative int or a pair of them, got {value!r}")
+    raise ValueError(f"{name} must be a non-negative int, a pair of them, 'same' or 'valid', got {value!r}")
 
 
 def _check(x, weight, bias, residual, dilation, activation) -> None:
@@ -159,7 +159,7 @@ def depthwise_conv2d(
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
     *,
-    padding: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] | str | None = None,
     dilation: int = 1,
     activation: str | None = None,
     residual: torch.Tensor | None = None,
@@ -167,14 +167,17 @@ def depthwise_conv2d(
 ) -> torch.Tensor:
     """``act(DWConv(x) + bias) + residual`` with stride 1; x (B, C, H, W), weight (C, 1, KH, KW).
 
-    ``padding=None`` is "same" (``dilation · (K − 1) / 2`` per side; odd kernels). See the module docstring.
+    ``padding``: ints, ``"same"`` (the default: ``dilation · (K − 1) / 2`` per side; odd kernels) or ``"valid"``
+    (none), as ``F.conv2d`` takes them. See the module docstring.
     """
     _check(x, weight, bias, residual, dilation, activation)
     kh, kw = weight.shape[2:]
-    if padding is None:
+    if padding is None or padding == "same":
         if kh % 2 == 0 or kw % 2 == 0:
-            raise ValueError(f"padding=None ('same') needs an odd kernel, got {(kh, kw)}: pass padding")
+            raise ValueError(f"padding 'same' (the default) needs an odd kernel, got {(kh, kw)}: pass padding")
         padding = (dilation * (kh - 1) // 2, dilation * (kw - 1) // 2)
+    elif padding == "valid":
+        padding = (0, 0)
     ph, pw = _pair(padding, "padding")
     out_h, out_w = x.shape[2] + 2 * ph - dilation * (kh - 1), x.shape[3] + 2 * pw - dilation * (kw - 1)
     if out_h < 1 or out_w < 1:

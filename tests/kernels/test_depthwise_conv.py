@@ -89,6 +89,16 @@ def test_explicit_padding_changes_the_output_size_and_no_bias():
 
 
 @needs_interpreter
+def test_string_paddings():
+    x, w, b, _ = _inputs(1, 6, (8, 9), 3, torch.float32)
+    same = depthwise_conv2d(x, w, b, padding="same", backend="triton")
+    torch.testing.assert_close(same, depthwise_conv2d_reference(x, w, b, (1, 1)), **TOL[torch.float32])
+    valid = depthwise_conv2d(x, w, b, padding="valid", backend="triton")
+    assert valid.shape == (1, 6, 6, 7)
+    torch.testing.assert_close(valid, depthwise_conv2d_reference(x, w, b, (0, 0)), **TOL[torch.float32])
+
+
+@needs_interpreter
 def test_no_grad_and_partial_grads():
     x, w, b, _ = _inputs(2, 9, (7, 7), 3, torch.float32)
     with torch.no_grad():

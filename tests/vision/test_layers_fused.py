@@ -90,6 +90,8 @@ def test_dwconv_equals_the_module_with_gelu_and_shortcut(backend, monkeypatch):
     torch.testing.assert_close(
         dwconv(x, conv, activation="gelu", residual=r), F.gelu(conv(x)) + r, rtol=1e-5, atol=1e-5
     )
+    same = nn.Conv2d(10, 10, 5, padding="same", groups=10)  # string paddings pass through as F.conv2d takes them
+    torch.testing.assert_close(dwconv(x, same), same(x), rtol=1e-5, atol=1e-5)
     w, b = torch.randn_like(conv.weight), None  # replacement (folded) weights, no bias
     want = F.conv2d(x, w, None, 1, 9, 3, 10)
     torch.testing.assert_close(dwconv(x, conv, w, b), want, rtol=1e-5, atol=1e-5)
@@ -100,5 +102,5 @@ def test_dwconv_rejects_other_convolutions():
         dwconv(torch.randn(1, 4, 5, 5), nn.Conv2d(4, 8, 3, padding=1, groups=4))
     with pytest.raises(ValueError, match="depthwise"):
         dwconv(torch.randn(1, 4, 5, 5), nn.Conv2d(4, 4, 3, stride=2, groups=4))
-    with pytest.raises(ValueError, match="explicit zero padding"):
-        dwconv(torch.randn(1, 4, 5, 5), nn.Conv2d(4, 4, 3, padding="same", groups=4))
+    with pytest.raises(ValueError, match="zero padding"):
+        dwconv(torch.randn(1, 4, 5, 5), nn.Conv2d(4, 4, 3, padding=1, groups=4, padding_mode="reflect"))

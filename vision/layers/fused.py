@@ -83,8 +83,8 @@ def dwconv(
             f"groups={conv.groups}, in/out={conv.in_channels}/{conv.out_channels}, stride={conv.stride}, "
             f"dilation={conv.dilation}"
         )
-    if not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros":
-        raise ValueError(f"conv must use explicit zero padding, got {conv.padding!r} ({conv.padding_mode})")
+    if conv.padding_mode != "zeros":
+        raise ValueError(f"conv must use zero padding, got padding_mode={conv.padding_mode!r}")
     return depthwise_conv2d(
         x,
         conv.weight if weight is None else weight,
