@@ -49,16 +49,12 @@ def _dw_op(
     dilation: int,
     gelu: bool,
 ) -> torch.Tensor:
-    out_dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
-    return _triton_dwconv.forward(x, weight, bias, residual, (ph, pw), dilation, gelu, out_dtype)
+    return _triton_dwconv.forward(x, weight, bias, residual, (ph, pw), dilation, gelu)
 
 
 @_dw_op.register_fake
 def _(x, weight, bias, residual, ph, pw, dilation, gelu):
-    shape = _triton_dwconv.output_size(x, weight.shape[2:], (ph, pw), dilation)
-    out_dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    return x.new_empty(shape, dtype=out_dtype).to(memory_format=fmt)
+    return _triton_dwconv.empty_output(x, weight.shape[2:], (ph, pw), dilation, residual)
 
 
 @torch.library.custom_op("linzoo::depthwise_conv2d_backward", mutates_args=())
@@ -109,8 +105,7 @@ class _EagerDepthwiseConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, residual, ph, pw, dilation, gelu):
         _setup_context(ctx, (x, weight, bias, residual, ph, pw, dilation, gelu), None)
-        out_dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
-        return _triton_dwconv.forward(x, weight, bias, residual, (ph, pw), dilation, gelu, out_dtype)
+        return _triton_dwconv.forward(x, weight, bias, residual, (ph, pw), dilation, gelu)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -201,8 +196,7 @@ def depthwise_conv2d(
     if torch.compiler.is_compiling() or isinstance(x, torch._subclasses.FakeTensor):
         return _dw_op(x, weight, bias, residual, ph, pw, dilation, gelu)
     if not needs_grad:  # inference: no autograd node (its host cost is most of a small layer's time)
-        out_dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
-        return _triton_dwconv.forward(x, weight, bias, residual, (ph, pw), dilation, gelu, out_dtype)
+        return _triton_dwconv.forward(x, weight, bias, residual, (ph, pw), dilation, gelu)
     return _EagerDepthwiseConv.apply(x, weight, bias, residual, ph, pw, dilation, gelu)
 
 

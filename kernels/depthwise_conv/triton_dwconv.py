@@ -219,6 +219,16 @@ def output_size(x: torch.Tensor, kernel: tuple[int, int], padding: tuple[int, in
     )
 
 
+def empty_output(
+    x: torch.Tensor, kernel: tuple[int, int], padding: tuple[int, int], dilation: int, residual: torch.Tensor | None
+) -> torch.Tensor:
+    """The uninitialised output: ``x`` and ``residual``'s promoted dtype, ``x``'s memory format (also the custom
+    op's fake implementation, so the two cannot disagree on strides)."""
+    dtype = x.dtype if residual is None else torch.promote_types(x.dtype, residual.dtype)
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return torch.empty(output_size(x, kernel, padding, dilation), device=x.device, dtype=dtype, memory_format=fmt)
+
+
 def forward(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -227,12 +237,9 @@ def forward(
     padding: tuple[int, int],
     dilation: int,
     gelu: bool,
-    out_dtype: torch.dtype,
 ) -> torch.Tensor:
     """``act(DWConv(x) + bias) + residual`` in ``x``'s memory format (channels-last in, channels-last out)."""
-    shape = output_size(x, weight.shape[2:], padding, dilation)
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    out = torch.empty(shape, device=x.device, dtype=out_dtype, memory_format=fmt)
+    out = empty_output(x, weight.shape[2:], padding, dilation, residual)
     return _conv(x, taps_major(weight), weight.shape[2:], bias, residual, out, padding, dilation, gelu=gelu)
 
 
