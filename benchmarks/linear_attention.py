@@ -217,13 +217,25 @@ def _gpu_ms(fn, inputs, mode) -> float:
     return do_bench_cudagraph(_runner(fn, inputs, mode), rep=30, return_mode="median")
 
 
-def tune(compiled_ref, budget_s: float = 150.0, out: Path | None = None) -> dict:
+TUNE_KINDS = ("bwd_q", "bwd_kv", "state", "out")
+TUNE_CONFIGS = [(bn, w, st) for bn in (64, 32, 128) for w in (4, 8) for st in (2, 3)]
+
+
+def tune(
+    compiled_ref,
+    budget_s: float = 150.0,
+    out: Path | None = None,
+    kinds: tuple[str, ...] = TUNE_KINDS,
+    configs: list[tuple[int, int, int]] | None = None,
+    step1: bool = True,
+) -> dict:
     """Search the launch parameters of the (64, 64)-tile kernels on GPU time (CUDA graphs), one knob at a time.
 
-    1. programs per SM (how finely N is split) × bf16 state dots, at the default tiles;
-    2. then BLOCK_N × warps × stages per kernel kind, forward kinds on forward time and backward kinds on
-       forward+backward time; a config is scored by the geometric mean over TUNE_CASES of its time / the
-       current best. Prints every measurement; returns (and writes) the best settings.
+    1. programs per SM (how finely N is split) × bf16 state dots, at the default tiles (``step1``);
+    2. then BLOCK_N × warps × stages (``configs``, default ``TUNE_CONFIGS``) per kernel kind of ``kinds``,
+       forward kinds on forward time and backward kinds on forward+backward time; a config is scored by the
+       geometric mean over TUNE_CASES of its time / the current best. Prints every measurement; returns (and
+       writes) the best settings.
     """
     from linzoo.kernels.linear_attention import triton_kernels as tk
 
@@ -241,8 +253,8 @@ def tune(compiled_ref, budget_s: float = 150.0, out: Path | None = None) -> dict
         if out is not None:
             (out / "la_tuning.json").write_text(json.dumps(log, indent=1))
 
-    best_key, best_t = None, None
-    for pps in (2, 4, 8, 16):
+    best_key, best_t = (tk.PROGRAMS_PER_SM, tk.BF16_STATE_DOTS), None
+    for pps in (2, 4, 8, 16) if step1 else ():
         for bf16_state in (True, False):
             tk.PROGRAMS_PER_SM, tk.BF16_STATE_DOTS = pps, bf16_state
             t = score("fwd") + score("fwd+bwd")
@@ -254,8 +266,7 @@ def tune(compiled_ref, budget_s: float = 150.0, out: Path | None = None) -> dict
     log["best_step1"] = list(best_key)
     save()
     print(f"tune step 1 best: programs_per_sm={best_key[0]} bf16_state={best_key[1]}", flush=True)
-    kinds = ("bwd_q", "bwd_kv", "state", "out")
-    configs = [(bn, w, st) for bn in (64, 32, 128) for w in (4, 8) for st in (2, 3)]
+    configs = TUNE_CONFIGS if configs is None else configs
     for i, kind in enumerate(kinds):
         mode = "fwd" if kind in ("state", "out") else "fwd+bwd"
         kind_deadline = time.time() + (budget_s - (time.time() - t0)) / (len(kinds) - i)
@@ -487,6 +498,15 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="search launch configs at the headline shapes first")
     parser.add_argument("--tune-budget", type=float, default=150.0, help="seconds for the config search")
     parser.add_argument("--tune-only", action="store_true", help="stop after the search")
+    parser.add_argument(
+        "--tune-kinds", default=",".join(TUNE_KINDS), help="comma-separated kernel kinds the search tries"
+    )
+    parser.add_argument(
+        "--tune-configs",
+        default=None,
+        help="space-separated BLOCK_N,warps,stages configs to try (default: every TUNE_CONFIGS entry)",
+    )
+    parser.add_argument("--tune-no-step1", action="store_true", help="keep PROGRAMS_PER_SM / BF16_STATE_DOTS")
     parser.add_argument("--breakdown", action="store_true", help="per-kernel GPU times (torch.profiler) first")
     parser.add_argument("--breakdown-only", action="store_true", help="stop after the breakdown")
     parser.add_argument("--render", type=Path, default=None, help="re-render md/png from a results JSON")
@@ -505,6 +525,19 @@ def main() -> None:
     skipped = tuple(p for p in args.skip_peers.split(",") if p)
     if not set(skipped) <= set(PEERS[1:]):
         parser.error(f"--skip-peers: expected peers among {', '.join(PEERS[1:])}; got {args.skip_peers!r}")
+    kinds = tuple(k for k in args.tune_kinds.split(",") if k)
+    if not set(kinds) <= set(TUNE_KINDS):
+        parser.error(f"--tune-kinds: expected kinds among {', '.join(TUNE_KINDS)}; got {args.tune_kinds!r}")
+    tune_configs = None
+    if args.tune_configs:
+        try:
+            tune_configs = [tuple(int(x) for x in c.split(",")) for c in args.tune_configs.split()]
+        except ValueError:
+            tune_configs = []
+        if not tune_configs or any(len(c) != 3 for c in tune_configs):
+            parser.error(
+                f"--tune-configs: expected BLOCK_N,warps,stages triples like '32,4,2 16,8,1'; got {args.tune_configs!r}"
+            )
     if args.render:
         render(json.loads(args.render.read_text()), out_dirs)
         return
@@ -538,14 +571,14 @@ def main() -> None:
             r.setdefault("run", previous["env"].get("date", "earlier"))
         results["rows"], results["sweep"] = previous["rows"], previous.get("sweep", [])
     done = {(r["case"], r["dtype"], r["mode"]) for r in results["rows"]}
+    if args.tune:  # before the breakdown, which then times the configs the search chose
+        results["tuning"] = tune(
+            compiled_ref, args.tune_budget, args.out, kinds, tune_configs, step1=not args.tune_no_step1
+        )
     if args.breakdown or args.breakdown_only:
         results["breakdown"] = breakdown(compiled_ref, bw, args.out)
-        if args.breakdown_only:
-            return
-    if args.tune:
-        results["tuning"] = tune(compiled_ref, args.tune_budget, args.out)
-        if args.tune_only:
-            return
+    if args.breakdown_only or args.tune_only:
+        return
     cases = [c for c in CASES if not args.quick or c[0] in QUICK_CASES]
     if args.cases:
         cases = [cases[i] for i in _indices(args.cases, len(cases))]

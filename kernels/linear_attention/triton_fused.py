@@ -179,8 +179,9 @@ def compute_state(
         FMAP=fmap, LOW=low, PREC=prec, RV=_row_align(k, v), **common,
         **kern.launch_config("state", p["DKP"], p["BDV"], fp32),
     )  # fmt: skip
-    launch(kern._state_reduce_kernel, (BH, p["NUM_DVT"]),
-        qp, sp, zp, vp, mp, S, Z, aux, N, DK, DV, C, float(scale), NORM=norm, DKP=p["DKP"], BDV=p["BDV"],
+    red = kern.reduce_blocks(p["DKP"], p["BDV"], C)
+    launch(kern._state_reduce_kernel, (BH, p["NUM_DVT"], p["DKP"] // red["RB"]),
+        qp, sp, zp, vp, mp, S, Z, aux, N, DK, DV, C, float(scale), NORM=norm, DKP=p["DKP"], BDV=p["BDV"], **red,
     )  # fmt: skip
     return S, Z, aux
 
@@ -296,9 +297,10 @@ def backward(
         launch(kern._bwd_q_kernel, (C, BH, 1), *qargs, *sizes, T_LOOP=loop, DO_DQ=True, DO_DS=False, **flags, **qcfg)
         dscfg = dict(kern.launch_config("bwd_ds", p["DKP"], p["BDV"], fp32), RV=qcfg["RV"])
         launch(kern._bwd_q_kernel, (C, BH, loop), *qargs, *sizes, T_LOOP=1, DO_DQ=False, DO_DS=True, **flags, **dscfg)
-    launch(kern._bwd_reduce_kernel, (BH,),
+    red = kern.reduce_blocks(p["DKP"], p["BDV"], C, split_rows=norm not in (3, 4))  # see the kernel
+    launch(kern._bwd_reduce_kernel, (BH, p["DKP"] // red["RB"]),
         dsp, dzp, gp, dtp, S, Z, aux, dse, zv, cv, cr, dt, N, DK, DV, C, float(scale),
-        NORM=norm, HAS_TEMP=has_temp, **dims,
+        NORM=norm, HAS_TEMP=has_temp, **dims, **red,
     )  # fmt: skip
     launch(kern._bwd_kv_kernel, (C, BH),
         k, *k.stride(), v, *v.stride(), dk, *dk.stride(), dv, *dv.stride(), *rope,

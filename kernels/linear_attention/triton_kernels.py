@@ -84,6 +84,19 @@ FP32_TUNING: dict[tuple[str, int], tuple[int, int, int]] = {
 }
 
 
+# The reduce kernels (chunk partials -> state / state gradient): fp32 elements of partials one program loads
+# at once, and rows of the state per program where the reduction allows splitting them.
+REDUCE_TILE = 8192
+REDUCE_ROWS = 16
+
+
+def reduce_blocks(dkp: int, bdv: int, chunks: int, split_rows: bool = True) -> dict:
+    """``RB`` state rows per program, ``CB`` chunk partials per load and the warps of a reduce launch."""
+    rows = min(dkp, REDUCE_ROWS) if split_rows else dkp
+    per_load = max(1, min(1 << max(chunks - 1, 0).bit_length(), REDUCE_TILE // (rows * bdv)))
+    return {"RB": rows, "CB": per_load, "num_warps": 4 if rows * bdv * per_load <= 4096 * 2 else 8}
+
+
 def value_tile(dkp: int, dvp: int, fp32: bool) -> int:
     """BDV, the dv columns per program: the fp32 state tile (dkp x BDV) and its gradient must fit registers."""
     return min(dvp, 64 if dkp > 128 or (fp32 and dkp >= 128) else 128)
@@ -322,45 +335,59 @@ def _state_kernel(
 def _state_reduce_kernel(
     QP, SP, ZP, VP, MP, S, Z, AUX,
     N, DK: tl.constexpr, DV: tl.constexpr, C, scale,
-    NORM: tl.constexpr, DKP: tl.constexpr, BDV: tl.constexpr,
+    NORM: tl.constexpr, DKP: tl.constexpr, BDV: tl.constexpr, RB: tl.constexpr, CB: tl.constexpr,
 ):  # fmt: skip
     """Combine the C chunk partials into the state used by the output pass.
 
     S (BH, DK, DV): standard/none/clamp s·Σ R(φk)vᵀ; rala Σ α R(φk)vᵀ; injective W = (s/N)(Σφk vᵀ − Σφk Σvᵀ/N).
     Z (BH, DK): standard/none/clamp s·Σφk; rala ζ = Σ α φk; injective k̄.
     AUX (BH, DK + DV + 2): [q̄ (rala) | v̄ (injective) | softmax max | softmax sum].
+    Grid (BH, dv tiles, DKP / RB): each program owns RB rows of one (DKP, BDV) tile and reads the partials
+    of CB chunks per load (one (CB, RB, BDV) block), so a head's C partials take C / CB dependent loads
+    instead of C (H100, session 4: the one-program-per-head loop took 23–29 µs, latency-bound).
     """
     bh = tl.program_id(0).to(tl.int64)
     t = tl.program_id(1)
-    ck = tl.arange(0, DKP)
+    r = tl.program_id(2)
+    ck = r * RB + tl.arange(0, RB)
     cv = t * BDV + tl.arange(0, BDV)
     mk = ck < DK
     mv = cv < DV
     m2 = mk[:, None] & mv[None, :]
-    acc = tl.zeros((DKP, BDV), tl.float32)
-    zk = tl.zeros((DKP,), tl.float32)
+    acc = tl.zeros((RB, BDV), tl.float32)
+    zk = tl.zeros((RB,), tl.float32)
     zv = tl.zeros((BDV,), tl.float32)
     naux = DK + DV + 2
-    if NORM == 4:
+    if NORM == 4:  # the chunks' softmax maxima first: each partial is rescaled to the global one
         mx = tl.full((), -1e30, tl.float32)
-        for cc in range(0, C):
-            mx = tl.maximum(mx, tl.load(MP + (bh * C + cc) * 2))
+        for c0 in range(0, C, CB):
+            cc = c0 + tl.arange(0, CB)
+            mx = tl.maximum(mx, tl.max(tl.load(MP + (bh * C + cc) * 2, mask=cc < C, other=-1e30), 0))
         lsum = tl.zeros((), tl.float32)
-        qbar = tl.zeros((DKP,), tl.float32)
-    for cc in range(0, C):
+        qbar = tl.zeros((RB,), tl.float32)
+    for c0 in range(0, C, CB):
+        cc = c0 + tl.arange(0, CB)
+        mc = cc < C
         part = bh * C + cc
-        w = 1.0
+        w = tl.full((CB,), 1.0, tl.float32)
         if NORM == 4:
-            w = tl.exp(tl.load(MP + part * 2) - mx)
-            lsum += w * tl.load(MP + part * 2 + 1)
-            qbar += tl.load(QP + part * DK + ck, mask=mk, other=0.0)
-        acc += w * tl.load(SP + part * DK * DV + ck[:, None] * DV + cv[None, :], mask=m2, other=0.0)
-        zk += w * tl.load(ZP + part * DK + ck, mask=mk, other=0.0)
+            w = tl.where(mc, tl.exp(tl.load(MP + part * 2, mask=mc, other=0.0) - mx), 0.0)
+            lsum += tl.sum(w * tl.load(MP + part * 2 + 1, mask=mc, other=0.0), 0)
+            q_part = tl.load(QP + part[:, None] * DK + ck[None, :], mask=mc[:, None] & mk[None, :], other=0.0)
+            qbar += tl.sum(q_part, 0)
+        s_part = tl.load(
+            SP + part[:, None, None] * DK * DV + ck[None, :, None] * DV + cv[None, None, :],
+            mask=mc[:, None, None] & m2[None, :, :],
+            other=0.0,
+        )
+        acc += tl.sum(s_part * w[:, None, None], 0)
+        z_part = tl.load(ZP + part[:, None] * DK + ck[None, :], mask=mc[:, None] & mk[None, :], other=0.0)
+        zk += tl.sum(z_part * w[:, None], 0)
         if NORM == 3:
-            zv += tl.load(VP + part * DV + cv, mask=mv, other=0.0)
+            zv += tl.sum(tl.load(VP + part[:, None] * DV + cv[None, :], mask=mc[:, None] & mv[None, :], other=0.0), 0)
     # every slot of AUX is written (zeros where the normaliser has no use for it): it is an op output
     vbar = tl.zeros((BDV,), tl.float32)
-    aux_q = tl.zeros((DKP,), tl.float32)
+    aux_q = tl.zeros((RB,), tl.float32)
     aux_m = 0.0
     aux_l = 0.0
     if NORM == 3:
@@ -376,11 +403,12 @@ def _state_reduce_kernel(
     else:
         acc = scale * acc
         zk = scale * zk
-    tl.store(AUX + bh * naux + DK + cv, vbar, mask=mv)
+    tl.store(AUX + bh * naux + DK + cv, vbar, mask=mv & (r == 0))
     if t == 0:
         tl.store(AUX + bh * naux + ck, aux_q, mask=mk)
-        tl.store(AUX + bh * naux + DK + DV, aux_m)
-        tl.store(AUX + bh * naux + DK + DV + 1, aux_l)
+        if r == 0:
+            tl.store(AUX + bh * naux + DK + DV, aux_m)
+            tl.store(AUX + bh * naux + DK + DV + 1, aux_l)
     tl.store(S + bh * DK * DV + ck[:, None] * DV + cv[None, :], acc, mask=m2)
     tl.store(Z + bh * DK + ck, zk, mask=mk & (t == 0))
 
@@ -558,25 +586,33 @@ def _bwd_reduce_kernel(
     DSP, DZP, GP, DTP, S, Z, AUX, DSE, ZV, CV, CR, DT,
     N, DK: tl.constexpr, DV: tl.constexpr, C, scale,
     NORM: tl.constexpr, HAS_TEMP: tl.constexpr, DKP: tl.constexpr, BDV: tl.constexpr, NUM_DVT: tl.constexpr,
+    RB: tl.constexpr, CB: tl.constexpr,
 ):  # fmt: skip
     """Combine the backward partials into what the (k, v) pass needs.
 
     DSE (BH, DK, DV) and ZV (BH, DK), CV (BH, DV) such that, with w_j = α_j (rala) or 1:
     dv_j = w_j R(φk_j)·DSE + CV,  dφk_j = Rᵀ(w_j DSE v_j) + w_j ZV (+ the rala softmax term with CR).
+    Grid (BH, DKP / RB); the partials are read CB chunks per load, as in the forward reduce. The injective
+    CV and the rala CR sum over every row of dS: those normalisers take RB = DKP (one program per head).
     """
     bh = tl.program_id(0).to(tl.int64)
-    ck = tl.arange(0, DKP)
+    r = tl.program_id(1)
+    ck = r * RB + tl.arange(0, RB)
     mk = ck < DK
     naux = DK + DV + 2
-    dz = tl.zeros((DKP,), tl.float32)
-    for cc in range(0, C):
-        dz += tl.load(DZP + (bh * C + cc) * DK + ck, mask=mk, other=0.0)
+    dz = tl.zeros((RB,), tl.float32)
+    dt = tl.zeros((), tl.float32)
+    for c0 in range(0, C, CB):
+        cc = c0 + tl.arange(0, CB)
+        mc = cc < C
+        part = bh * C + cc
+        dz += tl.sum(tl.load(DZP + part[:, None] * DK + ck[None, :], mask=mc[:, None] & mk[None, :], other=0.0), 0)
+        if HAS_TEMP:
+            dt += tl.sum(tl.load(DTP + part, mask=mc, other=0.0), 0)
     if HAS_TEMP:
-        dt = tl.zeros((), tl.float32)
-        for cc in range(0, C):
-            dt += tl.load(DTP + bh * C + cc)
-        tl.store(DT + bh, dt)
-    zvec = tl.zeros((DKP,), tl.float32)
+        if r == 0:
+            tl.store(DT + bh, dt)
+    zvec = tl.zeros((RB,), tl.float32)
     cr = tl.zeros((), tl.float32)
     if NORM == 3:
         kbar = tl.load(Z + bh * DK + ck, mask=mk, other=0.0)
@@ -584,13 +620,21 @@ def _bwd_reduce_kernel(
         cv = t * BDV + tl.arange(0, BDV)
         mv = cv < DV
         m2 = mk[:, None] & mv[None, :]
-        ds = tl.zeros((DKP, BDV), tl.float32)
+        ds = tl.zeros((RB, BDV), tl.float32)
         g = tl.zeros((BDV,), tl.float32)
-        for cc in range(0, C):
+        for c0 in range(0, C, CB):
+            cc = c0 + tl.arange(0, CB)
+            mc = cc < C
             part = bh * C + cc
-            ds += tl.load(DSP + part * DK * DV + ck[:, None] * DV + cv[None, :], mask=m2, other=0.0)
+            ds_part = tl.load(
+                DSP + part[:, None, None] * DK * DV + ck[None, :, None] * DV + cv[None, None, :],
+                mask=mc[:, None, None] & m2[None, :, :],
+                other=0.0,
+            )
+            ds += tl.sum(ds_part, 0)
             if NORM == 3:
-                g += tl.load(GP + part * DV + cv, mask=mv, other=0.0)
+                g_part = tl.load(GP + part[:, None] * DV + cv[None, :], mask=mc[:, None] & mv[None, :], other=0.0)
+                g += tl.sum(g_part, 0)
         cvec = tl.zeros((BDV,), tl.float32)
         if NORM == 3:
             a = scale / N
@@ -604,7 +648,7 @@ def _bwd_reduce_kernel(
         else:
             ds = scale * ds
         tl.store(DSE + bh * DK * DV + ck[:, None] * DV + cv[None, :], ds, mask=m2)
-        tl.store(CV + bh * DV + cv, cvec, mask=mv)
+        tl.store(CV + bh * DV + cv, cvec, mask=mv & (r == 0))
     if NORM == 3:
         tl.store(ZV + bh * DK + ck, zvec, mask=mk)
     elif NORM == 4:

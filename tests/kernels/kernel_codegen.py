@@ -134,6 +134,10 @@ def variants():
                 yield f"bwd_ds_{tag}", tk._bwd_q_kernel, bwd_ds, dtype, "bwd_ds"
             kv = dict(**flags, PREC=prec, LOWS=low, **dims)
             yield f"bwd_kv_{tag}", tk._bwd_kv_kernel, kv, dtype, "bwd_kv"
+            reduce_dims = dict(NORM=norm, DK=dk, DV=dv, DKP=dkp, BDV=bdv)
+            yield f"state_reduce_{tag}", tk._state_reduce_kernel, reduce_dims, dtype, "state_reduce"
+            bwd_reduce = dict(reduce_dims, HAS_TEMP=norm == 0, NUM_DVT=dims["NUM_DVT"])
+            yield f"bwd_reduce_{tag}", tk._bwd_reduce_kernel, bwd_reduce, dtype, "bwd_reduce"
             if norm == 4:
                 small = dict(FMAP=fmap, DK=dk, DKP=dkp, RV=rv)
                 yield f"qsum_{tag}", tk._qsum_kernel, small, dtype, "qsum"
@@ -171,6 +175,12 @@ def depthwise_variants():
 def _launches():
     tk._INTERPRET = False  # launch_config: the compiled-mode defaults
     for name, kernel, consts, dtype, kind in variants():
+        if kind.endswith("reduce"):  # 16 chunk partials per head, as at the benchmark's DiT / RAVLT shapes
+            split = kind == "state_reduce" or consts["NORM"] not in (3, 4)
+            red = tk.reduce_blocks(consts["DKP"], consts["BDV"], 16, split_rows=split)
+            warps = red.pop("num_warps")
+            yield name, kernel, dict(consts, **red), dtype, consts["DK"] % 16 == 0, warps, 1
+            continue
         cfg = tk.launch_config(kind, consts["DKP"], consts.get("BDV", 64), dtype == "fp32")
         consts = dict(consts, BLOCK_N=cfg["BLOCK_N"])
         yield name, kernel, consts, dtype, consts["DK"] % 16 == 0, cfg["num_warps"], cfg["num_stages"]

@@ -39,7 +39,8 @@ def test_every_variant_compiles_and_rows_are_vectorised():
     scalar = {"ld.global.b16", "st.global.b16"}  # one bf16 element per instruction
     # as launched: 16-divisible strides without a hint (dk 64, 160), 40-channel rows with RV = 8
     launched = [r for r in reports if "bf16_dk" in r["variant"] and "dk40_rv1" not in r["variant"]]
-    unhinted_40 = [r for r in reports if "dk40_rv1" in r["variant"]]
+    # (the reduce kernels read only fp32 partials, no rows)
+    unhinted_40 = [r for r in reports if "dk40_rv1" in r["variant"] and "reduce" not in r["variant"]]
     assert any("dk64_rv1" in r["variant"] for r in launched) and any("dk40_rv8" in r["variant"] for r in launched)
     for r in launched:
         assert not scalar & set(r["loads"] + r["stores"]), r

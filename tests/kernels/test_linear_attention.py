@@ -274,6 +274,23 @@ def test_triton_fp32_dk128_splits_dv(normalizer):
 
 
 @needs_kernels
+@pytest.mark.parametrize("normalizer", ["standard", "clamp", "rala", "injective"])
+def test_triton_reduce_blocks(monkeypatch, normalizer):
+    """The reduce kernels split the state's rows over programs and read the chunk partials a few chunks per
+    load: small blocks force 4 row blocks (forward; backward for standard/clamp), 2 chunks per load and a
+    masked last load (N = 150 -> 5 chunks under the interpreter)."""
+    from linzoo.kernels.linear_attention import triton_fused, triton_kernels
+
+    monkeypatch.setattr(triton_kernels, "REDUCE_ROWS", 8)
+    monkeypatch.setattr(triton_kernels, "REDUCE_TILE", 8 * 32 * 2)
+    assert triton_fused._make_plan(torch.empty(1, 2, 150, 24), torch.empty(1, 2, 150, 24), True)["C"] == 5
+    assert triton_kernels.reduce_blocks(32, 32, 5) == {"RB": 8, "CB": 2, "num_warps": 4}
+    _check_against_reference(
+        1, 2, 150, 24, 24, "elu+1", normalizer, rope=normalizer == "rala", temp=normalizer == "clamp"
+    )
+
+
+@needs_kernels
 @pytest.mark.parametrize("normalizer", ["standard", "rala", "injective"])
 def test_triton_strided_inputs(normalizer):
     _check_against_reference(2, 2, 23, 16, 32, "elu+1", normalizer, strided=True, rope=normalizer == "rala")
