@@ -504,7 +504,7 @@ def main() -> None:
     parser.add_argument(
         "--tune-configs",
         default=None,
-        help="space-separated BLOCK_N,warps,stages configs to try (default: every TUNE_CONFIGS entry)",
+        help="BLOCK_N,warps,stages configs to try, separated by spaces or '/' (default: every TUNE_CONFIGS entry)",
     )
     parser.add_argument("--tune-no-step1", action="store_true", help="keep PROGRAMS_PER_SM / BF16_STATE_DOTS")
     parser.add_argument("--breakdown", action="store_true", help="per-kernel GPU times (torch.profiler) first")
@@ -531,7 +531,8 @@ def main() -> None:
     tune_configs = None
     if args.tune_configs:
         try:
-            tune_configs = [tuple(int(x) for x in c.split(",")) for c in args.tune_configs.split()]
+            triples = args.tune_configs.replace("/", " ").split()  # "/" as well: no quoting through env vars
+            tune_configs = [tuple(int(x) for x in c.split(",")) for c in triples]
         except ValueError:
             tune_configs = []
         if not tune_configs or any(len(c) != 3 for c in tune_configs):
