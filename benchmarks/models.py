@@ -429,11 +429,20 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds for the run after imports; rows that would not fit are skipped (230 on CUDA, none on CPU)",
     )
     parser.add_argument("--no-sweep", dest="sweep", action="store_false", help="skip the resolution sweep")
+    parser.add_argument(
+        "--sweep-only",
+        action="store_true",
+        help="only the resolution sweep (throughput and memory plots) of the eager, official and peer rows",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     budget = Budget(args.budget if args.budget is not None or device.type != "cuda" else 230.0)
     if args.compile is None:
         args.compile = [] if args.quick else list(OFFICIAL)
+    if args.sweep_only:
+        if not args.sweep:
+            parser.error("--sweep-only and --no-sweep exclude each other")
+        args.compile, args.compile_graphs, args.backend_rows, args.channels_last_rows = [], [], [], []
     args.warmup, args.iters = (1, 2) if args.quick else (3, 10)
     args.sweep_iters = (1, 2) if args.quick else (2, 5)  # batch-1 sweep points: a plot, not the headline table
     res_lo, batch_lo = (64, 2) if args.quick else (224, 64)
@@ -505,8 +514,9 @@ def main(argv: list[str] | None = None) -> None:
                 row[col] = result["img_s"]
                 if hi:
                     row["mem_hi"] = result["mem"]
-            rows.append(row)
-            print(row, flush=True)
+            if modes:  # (--sweep-only rows have no table columns)
+                rows.append(row)
+                print(row, flush=True)
             if args.sweep and budget_kind in ("eager", "official", "peer"):
                 curve = curves.setdefault(f"{family}: {label}", {})
                 for r in sweep:
@@ -558,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.compiled_first:
         compiled_rows()
-    eager_modes = {"infer_lo": "infer", "train_lo": "train", "infer_hi": "infer"}
+    eager_modes = {} if args.sweep_only else {"infer_lo": "infer", "train_lo": "train", "infer_hi": "infer"}
     for name in models:
         torch.manual_seed(0)
         ours = timm.create_model(name)
@@ -596,7 +606,7 @@ def main(argv: list[str] | None = None) -> None:
             cl_model = copy.deepcopy(ours).to(memory_format=torch.channels_last)
             run("linzoo eager channels_last", name, cl_model, "ours", "variant", eager_modes, channels_last=True)
             del cl_model
-        if device.type == "cuda":
+        if device.type == "cuda" and not args.sweep_only:
             run("linzoo eager + CUDA graph", name, ours, "ours", "graph", {"infer_lo": "graph", "infer_hi": "graph"})
         if official is not None:
             run("official", name, official, "official", "official", eager_modes)
@@ -670,6 +680,8 @@ def _plot(out: Path, curves: dict, sweep: list[int]) -> None:
         ("img_s", "images / s (batch 1)", "models_throughput.png"),
         ("mem", "peak memory (MiB)", "models_memory.png"),
     ):
+        if not any(isinstance(point.get(key), float) for curve in curves.values() for point in curve.values()):
+            continue  # no sweep in this run (--no-sweep): keep the plot an earlier run wrote
         fig, ax = plt.subplots(figsize=(8, 5))
         for label, curve in curves.items():
             xs = [r for r in sweep if isinstance(curve.get(r, {}).get(key), float) and math.isfinite(curve[r][key])]

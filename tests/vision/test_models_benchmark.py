@@ -119,3 +119,27 @@ def test_compiled_first_puts_the_compiled_rows_before_the_eager_ones(tmp_path, m
     table = (tmp_path / "models.md").read_text()
     labels = [line.split(" | ")[1] for line in table.splitlines() if line.startswith("| van_b0")]
     assert labels == ["linzoo eager", "linzoo compiled"]
+
+
+def test_sweep_only_measures_the_curves_and_no_sweep_keeps_the_plots(tmp_path, monkeypatch):
+    """--sweep-only: batch-1 inference at every sweep size for the eager rows, no table columns, and plots
+    written; a later --no-sweep run leaves those plots alone (it once overwrote them with empty axes)."""
+    bench = load_benchmark("models.py")
+    calls = []
+
+    def fake_measure(model, mode, batch, res, device, args, iters=None, channels_last=False, graph_steps=False):
+        calls.append((mode, batch, res))
+        return {"img_s": 10.0 / res, "mem": float(res)}
+
+    monkeypatch.setattr(bench, "_measure", fake_measure)
+    argv = ["--device", "cpu", "--quick", "--out", str(tmp_path), "--peers", "--official-dir", str(tmp_path / "none")]
+    bench.main(argv + ["--models", "van_b0", "--sweep-only", "--compile", "van_b0"])
+    assert calls == [("infer", 1, 64), ("infer", 1, 96)]
+    table = (tmp_path / "models.md").read_text()
+    assert not [line for line in table.splitlines() if line.startswith("| van_b0 |")]
+    assert "| van_b0: linzoo eager | 0.2 / 64.0 | 0.1 / 96.0 |" in table
+    plots = {name: (tmp_path / name).read_bytes() for name in ("models_memory.png", "models_throughput.png")}
+    bench.main(argv + ["--models", "van_b0", "--no-sweep", "--compile"])
+    assert {name: (tmp_path / name).read_bytes() for name in plots} == plots
+    with pytest.raises(SystemExit):
+        bench.main(argv + ["--sweep-only", "--no-sweep"])
