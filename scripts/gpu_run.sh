@@ -8,7 +8,8 @@
 #   scripts/fetch_official.sh                # the official model files benchmarks/models.py compares against
 #   run(command="bash scripts/gpu_run.sh [--quick] [STEP...]", carry=[".whl", ".official", ".peers"], timeout_s=600)
 # Then unpack: tar -xzf <files_at>/results.tgz -C docs/benchmarks/
-# STEPs (default: all): tests kernels (= la na dwconv) models profile lit linfusion; also host (host_overhead.py), la_old
+# STEPs (default: all): tests kernels (= la na dwconv) models profile lit linfusion; also host (host_overhead.py), la_old,
+# sweep (models.py --sweep-only: the memory / throughput plots; SWEEP_BUDGET, SWEEP_ARGS e.g. --models ravlt_s --peers)
 # Budgets and options by environment: TESTS_BUDGET, TESTS_PATHS (e.g. tests/kernels), TESTS_ARGS (e.g. -n 6), LA_BUDGET, LA_ARGS,
 # NA_BUDGET, NA_ARGS (e.g. --budget 200), DWCONV_BUDGET, DWCONV_ARGS (--variants), MODELS_BUDGET, MODELS_ARGS, PROFILE_BUDGET, PROFILE_MODELS, PROFILE_ARGS (--compile), HOST_BUDGET, LIT_BUDGET, LINFUSION_BUDGET.
 set -uo pipefail
@@ -68,6 +69,10 @@ for step in "${STEPS[@]}"; do
       --out results $QUICK ${DWCONV_ARGS:-} ;;
     models) run_step bench_models "${MODELS_BUDGET:-260}" "$PY" benchmarks/models.py --out results --official-dir .official \
       --budget $(( ${MODELS_BUDGET:-260} - 40 )) $QUICK ${MODELS_ARGS:-} ;;
+    sweep)  # the resolution sweep alone (models_memory.png, models_throughput.png) into results/sweep/
+      mkdir -p results/sweep
+      run_step bench_models_sweep "${SWEEP_BUDGET:-200}" "$PY" benchmarks/models.py --out results/sweep \
+        --official-dir .official --sweep-only --budget $(( ${SWEEP_BUDGET:-200} - 20 )) $QUICK ${SWEEP_ARGS:-} ;;
     la_old)  # per-kernel breakdown of an older kernels/ (scripts/export_oldrev.sh REV; carry ".oldrev")
       mkdir -p /tmp/lzo/linzoo results/oldrev
       ln -sfn "$PWD/.oldrev/kernels" /tmp/lzo/linzoo/kernels
