@@ -231,12 +231,14 @@ def tune(
 ) -> dict:
     """Search the launch parameters of the (64, 64)-tile kernels on GPU time (CUDA graphs), one knob at a time.
 
-    1. programs per SM (how finely N is split) × bf16 state dots, at the default tiles (``step1``);
+    1. programs per SM (how finely N is split) × bf16 state dots, at the default tiles (``step1``); then the
+       per-pass one-wave split (``triton_fused.WAVES``) on and off, keeping the faster;
     2. then BLOCK_N × warps × stages (``configs``, default ``TUNE_CONFIGS``) per kernel kind of ``kinds``,
        forward kinds on forward time and backward kinds on forward+backward time; a config is scored by the
        geometric mean over TUNE_CASES of its time / the current best. Prints every measurement; returns (and
        writes) the best settings.
     """
+    from linzoo.kernels.linear_attention import triton_fused as tf
     from linzoo.kernels.linear_attention import triton_kernels as tk
 
     t0 = time.time()
@@ -266,6 +268,16 @@ def tune(
     log["best_step1"] = list(best_key)
     save()
     print(f"tune step 1 best: programs_per_sm={best_key[0]} bf16_state={best_key[1]}", flush=True)
+    # each pass split into one wave of its own resident blocks (LINZOO_LA_WAVES) against PROGRAMS_PER_SM for all
+    times = {}
+    for waves in (False, True):
+        tf.WAVES = waves
+        times[waves] = score("fwd") + score("fwd+bwd")
+    rel = math.prod(a / b for a, b in zip(times[True], times[False])) ** (1 / len(times[True]))
+    tf.WAVES = rel < 1
+    log["waves"] = {"off_ms": times[False], "on_ms": times[True], "on_over_off": rel, "kept": tf.WAVES}
+    save()
+    print(f"tune waves: on/off {rel:.3f} (" + " ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(*times.values())) + ")")
     configs = TUNE_CONFIGS if configs is None else configs
     for i, kind in enumerate(kinds):
         mode = "fwd" if kind in ("state", "out") else "fwd+bwd"
@@ -307,6 +319,8 @@ def breakdown(compiled_ref, bw, out: Path | None = None) -> list[dict]:
     """
     from torch.profiler import ProfilerActivity, profile
 
+    from linzoo.kernels.linear_attention import triton_fused
+
     rows = []
     for case in TUNE_CASES:
         label, b, h, n, dk, dv, fm, norm, rope = case
@@ -343,6 +357,7 @@ def breakdown(compiled_ref, bw, out: Path | None = None) -> list[dict]:
             name = evt.key
             floor_us = moved.get(name, 0) / bw * 1e6
             row = dict(case=label, kernel=name, calls=evt.count // reps, us=us, floor_us=floor_us)
+            row["waves"] = triton_fused.WAVES  # the per-pass one-wave split (LINZOO_LA_WAVES) on or off
             row["pct_floor"] = 100 * floor_us / us if floor_us else None
             rows.append(row)
             pct = f"{row['pct_floor']:.0f} %" if floor_us else "-"

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["launch"]
+__all__ = ["launch", "resident_per_sm"]
 
 _ENABLED = os.environ.get("LINZOO_FAST_LAUNCH", "1") != "0"
 # Triton reads TRITON_INTERPRET when it is imported (as do the kernel modules): read it once, not per launch.
@@ -34,6 +34,32 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # id(fn) -> (fn, {key: (compiled kernel, values of the parameters after the positional ones)}); keyed by id
 # because a JITFunction's own __hash__ computes its cache key, and holding fn keeps that id from being reused.
 _CACHE: dict[int, tuple[Any, dict[tuple, tuple[Any, tuple]]]] = {}
+
+
+# (id(fn), launch meta items) -> thread blocks of that compiled kernel one SM holds at once (see resident_per_sm)
+_RESIDENT: dict[tuple, int] = {}
+
+
+def resident_per_sm(fn: Any, **meta: Any) -> int | None:
+    """Thread blocks of ``fn`` compiled with ``meta`` that fit on one SM at once (registers, shared memory,
+    threads), known once :func:`launch` has compiled that specialization on this process's GPU; else None.
+
+    A grid of more blocks than the GPU holds runs in waves, and a last partial wave costs about as long as a full
+    one: the linear-attention passes size their chunks with it (``LINZOO_LA_WAVES``)."""
+    return _RESIDENT.get((id(fn), tuple(meta.items())))
+
+
+def _record_residency(fn: Any, meta: dict, compiled: Any, device: int) -> None:
+    try:
+        regs, shared, warps = compiled.n_regs, compiled.metadata.shared, compiled.metadata.num_warps
+        props = torch.cuda.get_device_properties(device)
+    except (AttributeError, RuntimeError):  # another backend or an older Triton: no residency
+        return
+    regs_per_warp = -(-max(regs, 1) * props.warp_size // 256) * 256  # allocated per warp in units of 256
+    by_regs = props.regs_per_multiprocessor // (regs_per_warp * warps)
+    by_smem = props.shared_memory_per_multiprocessor // (shared + 1024) if shared else 32  # 1 KB reserved per block
+    by_threads = props.max_threads_per_multi_processor // (props.warp_size * warps)
+    _RESIDENT[(id(fn), tuple(meta.items()))] = max(1, min(by_regs, by_smem, by_threads, 32))
 
 
 def _interpret() -> bool:
@@ -101,6 +127,7 @@ def launch(fn: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
             if len(per_fn) > 256:  # many distinct specializations: start over rather than grow without bound
                 per_fn.clear()
             per_fn[key] = (compiled, _tail(fn, len(args), meta))
+            _record_residency(fn, meta, compiled, device)
         return
     compiled, tail = entry
     grid_x, grid_y, grid_z = (*grid, 1, 1)[:3]

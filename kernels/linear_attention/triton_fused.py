@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 
 from .._backend import cdiv, next_pow2
-from .._launch import launch
+from .._launch import launch, resident_per_sm
 from . import triton_kernels as _compiled_kernels
 
 __all__ = ["backward", "compute_state", "forward", "forward_with_state"]
@@ -43,6 +43,13 @@ def _pow2(x: int) -> int:
 
 _SM_COUNT: dict[int, int] = {}
 _ALIGN_HINTS = os.environ.get("LINZOO_LA_ALIGN_HINTS", "1") != "0"
+# Opt-in (not yet measured on a GPU): each pass splits N into as many chunks as its compiled kernel fills the GPU
+# with in one wave (wave_chunks) instead of PROGRAMS_PER_SM for all. Session 4's breakdown fits wave tails: at
+# DiT @2048 the state pass (6 resident blocks per SM by its registers, 8 programs per SM launched: 1.33 waves) ran
+# at 64 % of its floor, the out pass (8 resident, 1 wave) at 89 %; at RAVLT s1 @224 (832 programs) the state pass
+# (792 resident: 1.05 waves) at 28 %.
+WAVES = os.environ.get("LINZOO_LA_WAVES", "0") == "1"
+INTERPRETER_SMS = 4  # a nominal SM count for the chunking under the interpreter (tests of the wave split)
 _PLANS: dict[tuple, dict] = {}
 
 
@@ -67,17 +74,42 @@ def _make_plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
     if interpret:
         align = 16
         chunk = 32
+        sms = INTERPRETER_SMS
     else:
         align = _compiled_kernels.MAX_BLOCK_N
         idx = q.device.index if q.device.index is not None else torch.cuda.current_device()
         if idx not in _SM_COUNT:
             _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-        target = _compiled_kernels.PROGRAMS_PER_SM * _SM_COUNT[idx]
+        sms = _SM_COUNT[idx]
+        target = _compiled_kernels.PROGRAMS_PER_SM * sms
         chunks = max(1, min(cdiv(target, bh), cdiv(N, align)))
         chunk = cdiv(cdiv(N, chunks), align) * align
     chunk = max(align, chunk)
     c = max(1, cdiv(N, chunk))
-    return dict(B=B, H=H, N=N, DK=DK, DV=DV, DKP=dkp, BDV=bdv, NUM_DVT=num_dvt, BH=bh, C=c, CHUNK=chunk)
+    return dict(
+        B=B, H=H, N=N, DK=DK, DV=DV, DKP=dkp, BDV=bdv, NUM_DVT=num_dvt, BH=bh, C=c, CHUNK=chunk, SMS=sms
+    )  # fmt: skip
+
+
+def wave_chunks(n: int, programs_per_chunk: int, capacity: int, align: int) -> tuple[int, int]:
+    """``(C, CHUNK)``: N rows in C chunks of CHUNK rows (a multiple of ``align``; the last may be shorter) such
+    that ``programs_per_chunk × C`` programs fit ``capacity`` resident blocks, i.e. run in one wave, with as many
+    chunks as fit (one chunk per head when the heads alone fill the GPU)."""
+    chunks = max(1, min(capacity // max(programs_per_chunk, 1), cdiv(n, align)))
+    chunk = cdiv(cdiv(n, chunks), align) * align
+    return cdiv(n, chunk), chunk
+
+
+def _chunking(p: dict, fn, meta: dict, programs_per_chunk: int, *block_ns: int) -> tuple[int, int]:
+    """``(C, CHUNK)`` of one pass: the plan's, or with ``WAVES`` one wave of ``fn``'s resident blocks (known after
+    the first launch of that specialization; the first call keeps the plan's split). ``block_ns``: the BLOCK_N
+    of every kernel that walks this split (a chunk must be a multiple of each: the row loops mask only at N)."""
+    if not WAVES:
+        return p["C"], p["CHUNK"]
+    resident = resident_per_sm(fn, **meta)
+    if resident is None:
+        return p["C"], p["CHUNK"]
+    return wave_chunks(p["N"], programs_per_chunk, resident * p["SMS"], max(block_ns))
 
 
 def _f32_buffers(device: torch.device, *sizes: int) -> list[torch.Tensor]:
@@ -146,7 +178,7 @@ def compute_state(
     fmap, norm = _check_mode(feature_map, normalizer)
     kern = _kernels(q.device)
     p = _plan(q, v, kern._INTERPRET)
-    B, H, N, DK, DV, BH, C = p["B"], p["H"], p["N"], p["DK"], p["DV"], p["BH"], p["C"]
+    B, H, N, DK, DV, BH = p["B"], p["H"], p["N"], p["DK"], p["DV"], p["BH"]
     f32 = dict(device=q.device, dtype=torch.float32)
     if N == 0:  # empty sums
         return (
@@ -163,21 +195,24 @@ def compute_state(
     low, _, prec = _precision(q.dtype)
     fp32 = q.dtype == torch.float32
     rope, has_rope = _rope_args(rope_cos, rope_sin, q)
+    common = dict(DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"], NORM=norm, ROPE=has_rope)
+    state_meta = dict(
+        FMAP=fmap, LOW=low, PREC=prec, RV=_row_align(k, v), **common,
+        **kern.launch_config("state", p["DKP"], p["BDV"], fp32),
+    )  # fmt: skip
+    qsum_cfg = kern.launch_config("qsum", p["DKP"], p["BDV"]) if norm == 4 else {"BLOCK_N": 1}
+    block_ns = (state_meta["BLOCK_N"], qsum_cfg["BLOCK_N"])
+    C, chunk = _chunking(p, kern._state_kernel, state_meta, BH * p["NUM_DVT"], *block_ns)  # q̄ partials share it
     # Partials of C chunks: S (sp), z (zp), and for rala q̄ (qp) and the softmax max/sum (mp), for injective v̄ (vp)
     sp, zp, qp, vp, mp = _f32_buffers(
         q.device, BH * C * DK * DV, BH * C * DK, BH * C * DK * (norm == 4), BH * C * DV * (norm == 3), BH * C * 2
     )
-    common = dict(DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"], NORM=norm, ROPE=has_rope)
     if norm == 4:
-        cfg = kern.launch_config("qsum", p["DKP"], p["BDV"])
         launch(kern._qsum_kernel, (C, BH),
-            q, *q.stride(), qp, N, H, DK, C, p["CHUNK"], FMAP=fmap, DKP=p["DKP"], RV=_row_align(q), **cfg,
+            q, *q.stride(), qp, N, H, DK, C, chunk, FMAP=fmap, DKP=p["DKP"], RV=_row_align(q), **qsum_cfg,
         )  # fmt: skip
     launch(kern._state_kernel, (C, BH, p["NUM_DVT"]),
-        k, *k.stride(), v, *v.stride(), *rope, qp, sp, zp, vp, mp,
-        N, H, DK, DV, C, p["CHUNK"], float(scale),
-        FMAP=fmap, LOW=low, PREC=prec, RV=_row_align(k, v), **common,
-        **kern.launch_config("state", p["DKP"], p["BDV"], fp32),
+        k, *k.stride(), v, *v.stride(), *rope, qp, sp, zp, vp, mp, N, H, DK, DV, C, chunk, float(scale), **state_meta,
     )  # fmt: skip
     red = kern.reduce_blocks(p["DKP"], p["BDV"], C)
     launch(kern._state_reduce_kernel, (BH, p["NUM_DVT"], p["DKP"] // red["RB"]),
@@ -204,7 +239,7 @@ def forward_with_state(
     S, Z, aux = compute_state(q, k, v, feature_map, normalizer, scale, rope_cos, rope_sin)
     kern = _kernels(q.device)
     p = _plan(q, v, kern._INTERPRET)
-    B, H, N, DK, DV, BH, C = p["B"], p["H"], p["N"], p["DK"], p["DV"], p["BH"], p["C"]
+    B, H, N, DK, DV, BH = p["B"], p["H"], p["N"], p["DK"], p["DV"], p["BH"]
     o = torch.empty((B, H, N, DV), device=q.device, dtype=v.dtype)
     if N == 0:
         return o, S, Z, aux
@@ -212,12 +247,15 @@ def forward_with_state(
     fp32 = q.dtype == torch.float32
     rope, has_rope = _rope_args(rope_cos, rope_sin, q)
     temp = temperature.reshape(-1).float().contiguous() if temperature is not None else S
-    launch(kern._out_kernel, (C, BH, p["NUM_DVT"]),
-        q, *q.stride(), o, *o.stride(), *rope, S, Z, aux, temp,
-        N, H, DK, DV, p["CHUNK"], float(eps), float(clamp_min),
+    meta = dict(
         FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=temperature is not None, PREC=prec, LOWS=lows,
         DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"], RV=_row_align(q, o),
         **kern.launch_config("out", p["DKP"], p["BDV"], fp32),
+    )  # fmt: skip
+    C, chunk = _chunking(p, kern._out_kernel, meta, BH * p["NUM_DVT"], meta["BLOCK_N"])
+    launch(kern._out_kernel, (C, BH, p["NUM_DVT"]),
+        q, *q.stride(), o, *o.stride(), *rope, S, Z, aux, temp, N, H, DK, DV, chunk, float(eps), float(clamp_min),
+        **meta,
     )  # fmt: skip
     return o, S, Z, aux
 
@@ -265,7 +303,7 @@ def backward(
     S, Z, aux = state
     kern = _kernels(q.device)
     p = _plan(q, v, kern._INTERPRET)
-    B, H, N, DK, DV, BH, C = p["B"], p["H"], p["N"], p["DK"], p["DV"], p["BH"], p["C"]
+    B, H, N, DK, DV, BH = p["B"], p["H"], p["N"], p["DK"], p["DV"], p["BH"]
     dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)
     dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
     dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
@@ -278,40 +316,46 @@ def backward(
     rope, has_rope = _rope_args(rope_cos, rope_sin, q)
     S, Z, aux = S.contiguous(), Z.contiguous(), aux.contiguous()
     temp = temperature.reshape(-1).float().contiguous() if has_temp else S
+    dims = dict(DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"])
+    flags = dict(FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=has_temp, LOW=low, LOWS=lows, PREC=prec, **dims)
+    qcfg = dict(kern.launch_config("bwd_q", p["DKP"], p["BDV"], fp32), RV=_row_align(q, grad_out, dq))
+    loop = p["NUM_DVT"]  # > 1: dq needs every dv tile, dS one tile per program: two launches
+    dq_meta = dict(T_LOOP=loop, DO_DQ=True, DO_DS=loop == 1, **flags, **qcfg)
+    kv_meta = dict(
+        FMAP=fmap, NORM=norm, ROPE=has_rope, PREC=prec, LOWS=lows, RV=_row_align(k, v, dk, dv), **dims,
+        **kern.launch_config("bwd_kv", p["DKP"], p["BDV"], fp32),
+    )  # fmt: skip
+    # the (q, dO) pass and its dS launch share one split (their partials); so do the (k, v) pass and the dq fix
+    dscfg = dict(kern.launch_config("bwd_ds", p["DKP"], p["BDV"], fp32), RV=qcfg["RV"]) if loop > 1 else {}
+    fixcfg = kern.launch_config("qsum", p["DKP"], p["BDV"]) if norm == 4 else {}
+    C, chunk = _chunking(p, kern._bwd_q_kernel, dq_meta, BH, qcfg["BLOCK_N"], dscfg.get("BLOCK_N", 1))
+    kv_block_ns = (kv_meta["BLOCK_N"], fixcfg.get("BLOCK_N", 1))
+    c_kv, chunk_kv = _chunking(p, kern._bwd_kv_kernel, kv_meta, BH, *kv_block_ns)
     # fp32 scratch, one allocation: chunk partials of dS (dsp), dz (dzp), the injective g (gp), d temperature
     # (dtp); the reduced dS (dse), and the per-head vectors and scalars the (k, v) pass reads (zv, cv, cr, dt);
     # the q̄ correction partials of rala (dqbp).
     dsp, dzp, gp, dtp, dse, zv, cv, cr, dt, dqbp = _f32_buffers(
         q.device, BH * C * DK * DV, BH * C * DK, BH * C * DV * (norm == 3), BH * C * has_temp,
-        BH * DK * DV, BH * DK, BH * DV, BH, BH, BH * C * DK * (norm == 4),
+        BH * DK * DV, BH * DK, BH * DV, BH, BH, BH * c_kv * DK * (norm == 4),
     )  # fmt: skip
-    dims = dict(DKP=p["DKP"], BDV=p["BDV"], NUM_DVT=p["NUM_DVT"])
-    flags = dict(FMAP=fmap, NORM=norm, ROPE=has_rope, HAS_TEMP=has_temp, LOW=low, LOWS=lows, PREC=prec, **dims)
     qargs = (q, *q.stride(), grad_out, *grad_out.stride(), dq, *dq.stride(), *rope, S, Z, temp, dsp, dzp, gp, dtp)
-    sizes = (N, H, DK, DV, C, p["CHUNK"], float(eps), float(clamp_min))
-    qcfg = dict(kern.launch_config("bwd_q", p["DKP"], p["BDV"], fp32), RV=_row_align(q, grad_out, dq))
-    if p["NUM_DVT"] == 1:
-        launch(kern._bwd_q_kernel, (C, BH, 1), *qargs, *sizes, T_LOOP=1, DO_DQ=True, DO_DS=True, **flags, **qcfg)
-    else:  # dq needs every dv tile, dS one tile per program: two launches
-        loop = p["NUM_DVT"]
-        launch(kern._bwd_q_kernel, (C, BH, 1), *qargs, *sizes, T_LOOP=loop, DO_DQ=True, DO_DS=False, **flags, **qcfg)
-        dscfg = dict(kern.launch_config("bwd_ds", p["DKP"], p["BDV"], fp32), RV=qcfg["RV"])
+    sizes = (N, H, DK, DV, C, chunk, float(eps), float(clamp_min))
+    launch(kern._bwd_q_kernel, (C, BH, 1), *qargs, *sizes, **dq_meta)
+    if loop > 1:
         launch(kern._bwd_q_kernel, (C, BH, loop), *qargs, *sizes, T_LOOP=1, DO_DQ=False, DO_DS=True, **flags, **dscfg)
     red = kern.reduce_blocks(p["DKP"], p["BDV"], C, split_rows=norm not in (3, 4))  # see the kernel
     launch(kern._bwd_reduce_kernel, (BH, p["DKP"] // red["RB"]),
         dsp, dzp, gp, dtp, S, Z, aux, dse, zv, cv, cr, dt, N, DK, DV, C, float(scale),
         NORM=norm, HAS_TEMP=has_temp, **dims, **red,
     )  # fmt: skip
-    launch(kern._bwd_kv_kernel, (C, BH),
+    launch(kern._bwd_kv_kernel, (c_kv, BH),
         k, *k.stride(), v, *v.stride(), dk, *dk.stride(), dv, *dv.stride(), *rope,
-        dse, zv, cv, cr, aux, dqbp, N, H, DK, DV, C, p["CHUNK"], float(scale),
-        FMAP=fmap, NORM=norm, ROPE=has_rope, PREC=prec, LOWS=lows, RV=_row_align(k, v, dk, dv), **dims,
-        **kern.launch_config("bwd_kv", p["DKP"], p["BDV"], fp32),
+        dse, zv, cv, cr, aux, dqbp, N, H, DK, DV, c_kv, chunk_kv, float(scale), **kv_meta,
     )  # fmt: skip
     if norm == 4:
-        launch(kern._bwd_dq_fix_kernel, (C, BH),
-            q, *q.stride(), dq, *dq.stride(), dqbp, N, H, DK, C, p["CHUNK"],
-            FMAP=fmap, DKP=p["DKP"], RV=_row_align(q, dq), **kern.launch_config("qsum", p["DKP"], p["BDV"]),
+        launch(kern._bwd_dq_fix_kernel, (c_kv, BH),
+            q, *q.stride(), dq, *dq.stride(), dqbp, N, H, DK, c_kv, chunk_kv,
+            FMAP=fmap, DKP=p["DKP"], RV=_row_align(q, dq), **fixcfg,
         )  # fmt: skip
     if has_temp:
         dtemp = dt[:BH].view(B, H).sum(0).reshape(temperature.shape).to(temperature.dtype)

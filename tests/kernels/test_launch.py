@@ -159,3 +159,36 @@ def test_hooks_idle_reads_tritons_hook_chains():
         assert _launch._hooks_idle() is False
     finally:
         knobs.runtime.launch_enter_hook.remove(hook)
+
+
+@pytest.mark.parametrize(
+    "regs,shared,warps,expected",
+    [
+        (80, 24576, 4, 6),  # the d = 64 state pass under Triton 3.6: registers bound it
+        (255, 40960, 4, 2),  # the (q, dO) pass: 255 registers round up to 8192 per warp
+        (64, 12288, 4, 8),  # the out pass
+        (32, 0, 4, 16),  # small kernels: threads bound it (2048 per SM)
+        (40, 200000, 4, 1),  # shared memory bound it
+    ],
+)
+def test_residency_from_registers_shared_memory_and_threads(monkeypatch, regs, shared, warps, expected):
+    """H100 limits: 65,536 registers (allocated per warp in units of 256), 228 KB shared memory (+1 KB per
+    block), 2,048 threads per SM."""
+    from types import SimpleNamespace
+
+    props = SimpleNamespace(
+        regs_per_multiprocessor=65536, shared_memory_per_multiprocessor=233472, max_threads_per_multi_processor=2048,
+        warp_size=32,
+    )  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props)
+    compiled = SimpleNamespace(n_regs=regs, metadata=SimpleNamespace(shared=shared, num_warps=warps))
+
+    def kernel():  # stands in for a JITFunction: only its identity keys the table
+        pass
+
+    meta = {"BLOCK_N": 32, "num_warps": warps}
+    assert _launch.resident_per_sm(kernel, **meta) is None
+    _launch._record_residency(kernel, meta, compiled, 0)
+    assert _launch.resident_per_sm(kernel, **meta) == expected
+    assert _launch.resident_per_sm(kernel, BLOCK_N=64, num_warps=warps) is None
+    _launch._RESIDENT.clear()

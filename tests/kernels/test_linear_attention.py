@@ -290,6 +290,51 @@ def test_triton_reduce_blocks(monkeypatch, normalizer):
     )
 
 
+def test_wave_chunks():
+    """One wave of resident programs: chunks per head = capacity // programs per chunk, rows a multiple of align."""
+    from linzoo.kernels.linear_attention.triton_fused import wave_chunks
+
+    assert wave_chunks(16384, 64, 6 * 132, 32) == (12, 1376)  # DiT @2048 state pass: 768 of 792 slots
+    # RAVLT s1 @224 state pass: 11 chunks of 288 rows (704 programs, one wave; before: 832, 1.05 waves)
+    assert wave_chunks(3136, 64, 6 * 132, 32) == (11, 288)
+    assert wave_chunks(3136, 64, 6 * 132, 128) == (9, 384)  # coarser rows, fewer chunks
+    assert wave_chunks(100, 1000, 64, 128) == (1, 128)  # the heads alone fill the GPU
+    assert wave_chunks(1, 1, 1000, 16) == (1, 16)
+    for n, heads, capacity in [(16384, 64, 792), (3136, 64, 528), (5000, 3, 264), (130, 2, 1000)]:
+        c, chunk = wave_chunks(n, heads, capacity, 64)
+        assert chunk % 64 == 0 and (c - 1) * chunk < n <= c * chunk and (c == 1 or heads * c <= capacity)
+
+
+@needs_kernels
+@pytest.mark.parametrize("normalizer", ["standard", "rala", "injective"])
+def test_triton_wave_chunking_per_pass(monkeypatch, normalizer):
+    """LINZOO_LA_WAVES: each pass takes its own split of N (different C for the state, out, (q, dO) and (k, v)
+    passes here); the partial buffers and the reduce / dq-fix launches must follow their producer's split."""
+    from linzoo.kernels.linear_attention import triton_fused, triton_kernels
+
+    resident = {
+        triton_kernels._state_kernel: 1,
+        triton_kernels._out_kernel: 2,
+        triton_kernels._bwd_q_kernel: 3,
+        triton_kernels._bwd_kv_kernel: 1,
+    }
+    seen = []
+
+    def fake_resident(fn, **meta):
+        seen.append(fn)
+        return resident[fn]
+
+    monkeypatch.setattr(triton_fused, "WAVES", True)
+    monkeypatch.setattr(triton_fused, "resident_per_sm", fake_resident)
+    plan = triton_fused._make_plan(torch.empty(1, 2, 150, 24), torch.empty(1, 2, 150, 24), True)
+    splits = [triton_fused.wave_chunks(150, 2, r * plan["SMS"], 16)[0] for r in (1, 2, 3, 1)]
+    assert splits == [2, 4, 5, 2] and plan["C"] == 5
+    _check_against_reference(
+        1, 2, 150, 24, 24, "elu+1", normalizer, rope=normalizer == "rala", temp=normalizer == "standard"
+    )
+    assert set(seen) == set(resident)
+
+
 @needs_kernels
 @pytest.mark.parametrize("normalizer", ["standard", "rala", "injective"])
 def test_triton_strided_inputs(normalizer):
@@ -355,6 +400,21 @@ def test_gpu_large_n_every_normalizer(feature_map, normalizer):
     rope = normalizer in ROPE_NORMS
     temp = normalizer in TEMP_NORMS
     _check_against_reference(1, 2, 16384, 64, 64, feature_map, normalizer, rope=rope, temp=temp, dtype=torch.bfloat16)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("normalizer", ["standard", "rala", "injective"])
+def test_gpu_wave_chunking(monkeypatch, normalizer):
+    """LINZOO_LA_WAVES on a GPU: the first call records each kernel's residency, the second splits every pass
+    into one wave of it; both match the reference."""
+    from linzoo.kernels._launch import _RESIDENT
+    from linzoo.kernels.linear_attention import triton_fused, triton_kernels
+
+    monkeypatch.setattr(triton_fused, "WAVES", True)
+    args = (64, 1, 3136, 64, 64, "elu+1", normalizer)
+    for _ in range(2):
+        _check_against_reference(*args, rope=normalizer == "rala", dtype=torch.bfloat16)
+    assert {key[0] for key in _RESIDENT} >= {id(triton_kernels._state_kernel), id(triton_kernels._out_kernel)}
 
 
 @pytest.mark.gpu
