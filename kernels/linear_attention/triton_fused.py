@@ -46,8 +46,8 @@ _ALIGN_HINTS = os.environ.get("LINZOO_LA_ALIGN_HINTS", "1") != "0"
 # Opt-in (not yet measured on a GPU): each pass splits N into as many chunks as its compiled kernel fills the GPU
 # with in one wave (wave_chunks) instead of PROGRAMS_PER_SM for all. Session 4's breakdown fits wave tails: at
 # DiT @2048 the state pass (6 resident blocks per SM by its registers, 8 programs per SM launched: 1.33 waves) ran
-# at 64 % of its floor, the out pass (8 resident, 1 wave) at 89 %; at RAVLT s1 @224 (832 programs) the state pass
-# (792 resident: 1.05 waves) at 28 %.
+# at 64 % of its floor, the out pass (8 resident, 1 wave) at 89 %; at RAVLT s1 @224 (832 programs) the RALA + RoPE
+# state pass (4 resident per SM: 1.58 waves) at 28 %.
 WAVES = os.environ.get("LINZOO_LA_WAVES", "0") == "1"
 INTERPRETER_SMS = 4  # a nominal SM count for the chunking under the interpreter (tests of the wave split)
 _PLANS: dict[tuple, dict] = {}

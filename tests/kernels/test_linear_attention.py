@@ -295,7 +295,8 @@ def test_wave_chunks():
     from linzoo.kernels.linear_attention.triton_fused import wave_chunks
 
     assert wave_chunks(16384, 64, 6 * 132, 32) == (12, 1376)  # DiT @2048 state pass: 768 of 792 slots
-    # RAVLT s1 @224 state pass: 11 chunks of 288 rows (704 programs, one wave; before: 832, 1.05 waves)
+    # B·H = 64, N = 3136 (RAVLT s1 @224) at 6 blocks per SM: 11 chunks of 288 rows, 704 programs in one wave
+    # (the default split: 13 chunks, 832 programs, 1.05 waves)
     assert wave_chunks(3136, 64, 6 * 132, 32) == (11, 288)
     assert wave_chunks(3136, 64, 6 * 132, 128) == (9, 384)  # coarser rows, fewer chunks
     assert wave_chunks(100, 1000, 64, 128) == (1, 128)  # the heads alone fill the GPU
