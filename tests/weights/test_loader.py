@@ -120,3 +120,36 @@ def test_registry_entries():
     src = pretrained_source("ravlt_s")
     assert src["hf_hub_filename"] == "RAVLT_S.pth" and src["custom_load"] == "hf"
     assert pretrained_source("no_such_model") == {}
+
+
+def test_share_link_without_a_file_name_downloads_under_the_registry_name(tmp_path, monkeypatch):
+    """InLine's Tsinghua Cloud links (".../f/<id>/?dl=1") carry no file name: timm gets ``(url, filename)``,
+    caches the download as ``<model>.pth`` and ``pretrained=True`` loads the official training checkpoint from
+    it (the download itself is faked: no network here)."""
+    import timm
+    import timm.models._hub as hub
+
+    import linzoo.vision  # noqa: F401  (registers the models)
+
+    name = "inline_deit_t"
+    ckpt = get_checkpoint(name)
+    assert ckpt.url.endswith("/?dl=1")
+    assert pretrained_source(name)["url"] == (ckpt.url, f"{name}.pth")
+    assert isinstance(pretrained_source("l2vit_t")["url"], str)  # URLs that name their file stay plain strings
+    torch.manual_seed(0)
+    model = timm.create_model(name).eval()
+    downloads = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        downloads.append((url, dst))
+        torch.save({"model": model.state_dict(), "epoch": 300, "max_accuracy": 74.5}, dst)
+
+    monkeypatch.setattr(hub, "download_url_to_file", fake_download)
+    monkeypatch.setattr(hub, "get_cache_dir", lambda child_dir="": str(tmp_path))
+    loaded = timm.create_model(name, pretrained=True).eval()
+    assert downloads == [(ckpt.url, str(tmp_path / f"{name}.pth"))]
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    timm.create_model(name, pretrained=True)  # cached: no second download
+    assert len(downloads) == 1

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 __all__ = ["OfficialCheckpoint", "get_checkpoint", "list_checkpoints", "pretrained_source"]
 
@@ -90,5 +92,8 @@ def pretrained_source(model: str) -> dict[str, Any]:
         cfg["hf_hub_id"] = ckpt.hf_hub_id
         cfg["hf_hub_filename"] = ckpt.hf_hub_filename or ckpt.filename
     if ckpt.url:
-        cfg["url"] = ckpt.url
+        # timm caches a download under the URL's last path segment; a share link without a file name (InLine's
+        # Tsinghua Cloud ".../f/<id>/?dl=1") goes through timm's (url, filename) form with the registry's name
+        segment = posixpath.basename(urlparse(ckpt.url).path)
+        cfg["url"] = ckpt.url if "." in segment else (ckpt.url, ckpt.filename)
     return cfg

@@ -3,7 +3,9 @@
 The files are training checkpoints of the official Swin-style trainer: ``{'model', 'optimizer', 'lr_scheduler',
 'max_accuracy', 'epoch', 'config' (a pickled yacs CfgNode), ...}`` (CSwin runs with ``main_ema.py`` also keep
 ``state_dict_ema``; the README does not say which copy its accuracy is for, its eval command loads ``model``).
-The share links end in ``/?dl=1`` and carry no file name, so download them by hand and pass the file:
+The share links end in ``/?dl=1`` and carry no file name: :func:`linzoo.weights.pretrained_source` hands timm
+``(url, "<model>.pth")`` so ``pretrained=True`` caches the download under that name (not tried against the
+live server: no network where this was written). A file downloaded by hand loads with
 ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path))``.
 """
 
@@ -11,8 +13,8 @@ from . import OfficialCheckpoint
 
 _NOTE = (
     "training checkpoint dict ({'model', 'optimizer', 'lr_scheduler', 'max_accuracy', 'epoch', 'config' (yacs)}); "
-    "the weights are under 'model'. The share link has no file name: download it and pass "
-    "pretrained_cfg_overlay=dict(file=...). The repo has no LICENSE file."
+    "the weights are under 'model'. The share link has no file name: timm caches it as <model>.pth; a file "
+    "downloaded by hand loads with pretrained_cfg_overlay=dict(file=...). The repo has no LICENSE file."
 )
 _URL = "https://cloud.tsinghua.edu.cn/f/{}/?dl=1"
 
