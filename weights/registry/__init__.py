@@ -92,8 +92,8 @@ def pretrained_source(model: str) -> dict[str, Any]:
         cfg["hf_hub_id"] = ckpt.hf_hub_id
         cfg["hf_hub_filename"] = ckpt.hf_hub_filename or ckpt.filename
     if ckpt.url:
-        # timm caches a download under the URL's last path segment; a share link without a file name (InLine's
-        # Tsinghua Cloud ".../f/<id>/?dl=1") goes through timm's (url, filename) form with the registry's name
-        segment = posixpath.basename(urlparse(ckpt.url).path)
-        cfg["url"] = ckpt.url if "." in segment else (ckpt.url, ckpt.filename)
+        # timm caches a download under the URL's last path segment; a link whose path ends in "/" (InLine's
+        # Tsinghua Cloud ".../f/<id>/?dl=1") has none and goes through timm's (url, filename) form instead
+        has_name = bool(posixpath.basename(urlparse(ckpt.url).path))
+        cfg["url"] = ckpt.url if has_name else (ckpt.url, ckpt.filename)
     return cfg
