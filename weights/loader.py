@@ -94,6 +94,13 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.devi
         from safetensors.torch import load_file
 
         return load_file(str(path), device=str(map_location))
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    if head.startswith(b"<") and b"html" in head:
+        raise CheckpointLoadError(
+            f"{path} is an HTML page, not a checkpoint: the download link led to a web page (e.g. a Google Drive "
+            "share page or a login wall). Download the file in a browser and load that file."
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:

@@ -153,3 +153,11 @@ def test_share_link_without_a_file_name_downloads_under_the_registry_name(tmp_pa
         torch.testing.assert_close(loaded(x), model(x))
     timm.create_model(name, pretrained=True)  # cached: no second download
     assert len(downloads) == 1
+
+
+def test_an_html_page_saved_as_a_checkpoint_is_named_as_such(tmp_path):
+    """A share-page link (Google Drive's .../view) downloads HTML: say so instead of an unpickling error."""
+    path = tmp_path / "SOFT_Tiny"
+    path.write_text("\n  <!DOCTYPE html><html><head><title>Google Drive</title></head></html>")
+    with pytest.raises(CheckpointLoadError, match="HTML page, not a checkpoint"):
+        load_state_dict_file(path)
