@@ -416,6 +416,8 @@ def render(results: dict, out_dirs: list[Path], plot: bool = True) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     runs = sorted({r.get("run", "") for r in results["rows"]} - {""})
+    if any(r.get("waves") for r in results["rows"]):
+        lines[2:2] = ["Rows marked † ran with the per-pass one-wave split of N (`LINZOO_LA_WAVES`).", ""]
     if len(runs) > 1:  # a resumed table: rows of several processes (ratios within a row share one process)
         runs_note = f"Rows from {len(runs)} runs (`--resume`; each row's run in its case cell): {', '.join(runs)}."
         lines[2:2] = [runs_note, ""]
@@ -426,6 +428,7 @@ def render(results: dict, out_dirs: list[Path], plot: bool = True) -> None:
         gbps = f"{r['gbps']:.0f}" if "gbps" in r else "-"
         pct = f"{r['pct_floor']:.0f} %" if "pct_floor" in r else "-"
         label = f"{r['case']} (run {r['run']})" if len(runs) > 1 and r.get("run") else r["case"]
+        label += " †" if r.get("waves") else ""
         lines.append(
             f"| {label} | {shape} | {mode_s} | {r['dtype']} | {r['mode']} | "
             + " | ".join(cells)
@@ -563,6 +566,7 @@ def main() -> None:
     import triton
 
     dynamo.config.cache_size_limit = 64
+    from linzoo.kernels.linear_attention import triton_fused
     from linzoo.kernels.linear_attention.reference import linear_attention_reference
 
     # dynamic shapes: one Inductor compile per (dtype, mode, normaliser) instead of one per shape, which
@@ -604,6 +608,7 @@ def main() -> None:
             return
         row = run_case(case, dtype, mode, compiled_ref, bw, skip_peers=skipped)
         row["run"] = run_tag
+        row["waves"] = triton_fused.WAVES  # set by LINZOO_LA_WAVES, or by --tune's A/B
         results["rows"].append(row)
         render(results, out_dirs, plot=bool(results["sweep"]))
 

@@ -43,3 +43,12 @@ def test_render_keeps_notes_and_marks_runs(tmp_path):
     bench.render(results, [tmp_path], plot=False)
     text = md.read_text()
     assert "| A |" in text and "Rows from" not in text and text.rstrip().endswith(bench.MARKER)
+
+
+def test_render_marks_rows_run_with_the_wave_split(tmp_path):
+    bench = load_benchmark("linear_attention.py")
+    env = dict(gpu="GPU", torch="2", triton="3", date="2026-12-08", bandwidth_gbps=3000.0)
+    rows = [_row("A", "fwd", "r1"), dict(_row("B", "fwd", "r1"), waves=True)]
+    bench.render(dict(env=env, rows=rows, sweep=[], tuning=None), [tmp_path], plot=False)
+    text = (tmp_path / "linear_attention.md").read_text()
+    assert "| A |" in text and "| B † |" in text and "Rows marked † ran with the per-pass one-wave split" in text
