@@ -25,6 +25,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .._backend import next_pow2
+
 try:  # Triton >= 3.4 exposes knobs; older versions only read the environment variable
     from triton import knobs as _knobs
 
@@ -93,8 +95,8 @@ REDUCE_ROWS = 16
 def reduce_blocks(dkp: int, bdv: int, chunks: int, split_rows: bool = True) -> dict:
     """``RB`` state rows per program, ``CB`` chunk partials per load and the warps of a reduce launch."""
     rows = min(dkp, REDUCE_ROWS) if split_rows else dkp
-    per_load = max(1, min(1 << max(chunks - 1, 0).bit_length(), REDUCE_TILE // (rows * bdv)))
-    return {"RB": rows, "CB": per_load, "num_warps": 4 if rows * bdv * per_load <= 4096 * 2 else 8}
+    per_load = max(1, min(next_pow2(max(chunks, 1)), REDUCE_TILE // (rows * bdv)))
+    return {"RB": rows, "CB": per_load, "num_warps": 4 if rows * bdv * per_load <= REDUCE_TILE else 8}
 
 
 def value_tile(dkp: int, dvp: int, fp32: bool) -> int:

@@ -183,9 +183,7 @@ def test_residency_from_registers_shared_memory_and_threads(monkeypatch, regs, s
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props)
     compiled = SimpleNamespace(n_regs=regs, metadata=SimpleNamespace(shared=shared, num_warps=warps))
 
-    def kernel():  # stands in for a JITFunction: only its identity keys the table
-        pass
-
+    kernel = object()  # stands in for a JITFunction: only its identity keys the table
     meta = {"BLOCK_N": 32, "num_warps": warps}
     assert _launch.resident_per_sm(kernel, **meta) is None
     _launch._record_residency(kernel, meta, compiled, 0)
