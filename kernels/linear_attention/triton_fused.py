@@ -81,9 +81,7 @@ def _make_plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
         if idx not in _SM_COUNT:
             _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
         sms = _SM_COUNT[idx]
-        target = _compiled_kernels.PROGRAMS_PER_SM * sms
-        chunks = max(1, min(cdiv(target, bh), cdiv(N, align)))
-        chunk = cdiv(cdiv(N, chunks), align) * align
+        chunk = _split(N, cdiv(_compiled_kernels.PROGRAMS_PER_SM * sms, bh), align)[1]
     chunk = max(align, chunk)
     c = max(1, cdiv(N, chunk))
     return dict(
@@ -91,13 +89,18 @@ def _make_plan(q: torch.Tensor, v: torch.Tensor, interpret: bool) -> dict:
     )  # fmt: skip
 
 
+def _split(n: int, chunks: int, align: int) -> tuple[int, int]:
+    """``(C, CHUNK)``: n rows in at most ``chunks`` chunks of CHUNK rows, a multiple of ``align`` (the last chunk
+    may be shorter)."""
+    chunks = max(1, min(chunks, cdiv(n, align)))
+    chunk = max(align, cdiv(cdiv(n, chunks), align) * align)
+    return max(1, cdiv(n, chunk)), chunk
+
+
 def wave_chunks(n: int, programs_per_chunk: int, capacity: int, align: int) -> tuple[int, int]:
-    """``(C, CHUNK)``: N rows in C chunks of CHUNK rows (a multiple of ``align``; the last may be shorter) such
-    that ``programs_per_chunk × C`` programs fit ``capacity`` resident blocks, i.e. run in one wave, with as many
-    chunks as fit (one chunk per head when the heads alone fill the GPU)."""
-    chunks = max(1, min(capacity // max(programs_per_chunk, 1), cdiv(n, align)))
-    chunk = cdiv(cdiv(n, chunks), align) * align
-    return cdiv(n, chunk), chunk
+    """``(C, CHUNK)`` such that ``programs_per_chunk × C`` programs fit ``capacity`` resident blocks, i.e. run in
+    one wave, with as many chunks as fit (one chunk per head when the heads alone fill the GPU)."""
+    return _split(n, capacity // max(programs_per_chunk, 1), align)
 
 
 def _chunking(p: dict, fn, meta: dict, programs_per_chunk: int, *block_ns: int) -> tuple[int, int]:
