@@ -36,10 +36,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.embeddings import apply_rotary_emb
 from torch import nn
 
 from linzoo.kernels import neighborhood_attention_2d
+
+from .flux import flux_attention_output, flux_qkv
 
 __all__ = ["CLEAR_TRAIN_SEQ_LEN", "ClearAttnProcessor", "ClearGrid", "clear_attention", "grid_from_image_ids"]
 
@@ -209,31 +210,9 @@ class ClearAttnProcessor(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if attention_mask is not None:
             raise ValueError("ClearAttnProcessor does not take attention_mask: CLEAR defines its own local mask")
-        if getattr(attn, "fused_projections", False):
-            query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
-        else:
-            query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-        query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))  # (B, S, heads, D)
-        key = attn.norm_k(key.unflatten(-1, (-1, attn.head_dim)))
-        value = value.unflatten(-1, (-1, attn.head_dim))
-
-        joint = encoder_hidden_states is not None and attn.added_kv_proj_dim is not None
-        if joint:  # double-stream block: text tokens come from their own projections
-            if getattr(attn, "fused_projections", False):
-                eq, ek, ev = attn.to_added_qkv(encoder_hidden_states).chunk(3, dim=-1)
-            else:
-                eq = attn.add_q_proj(encoder_hidden_states)
-                ek = attn.add_k_proj(encoder_hidden_states)
-                ev = attn.add_v_proj(encoder_hidden_states)
-            eq = attn.norm_added_q(eq.unflatten(-1, (-1, attn.head_dim)))
-            ek = attn.norm_added_k(ek.unflatten(-1, (-1, attn.head_dim)))
-            ev = ev.unflatten(-1, (-1, attn.head_dim))
-            query, key, value = torch.cat((eq, query), 1), torch.cat((ek, key), 1), torch.cat((ev, value), 1)
+        query, key, value, joint = flux_qkv(attn, hidden_states, encoder_hidden_states, image_rotary_emb)
         # single-stream blocks get [text | image] in hidden_states; the grid then gives the split
         grid = self.grid.get(hidden_states.shape[1] if joint else None)
-        if image_rotary_emb is not None:
-            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
-            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
 
         seq = query.shape[1]
         text_length = seq - grid[0] * grid[1]
@@ -256,9 +235,4 @@ class ClearAttnProcessor(nn.Module):
             query, key, value, text_length, grid, self.radius, pooled_kv=pooled, scale=scale, backend=self.backend
         )
         out = out.transpose(1, 2).flatten(2, 3).to(query.dtype)  # (B, S, heads*D)
-
-        if joint:
-            text_out, image_out = out.split_with_sizes((text_length, seq - text_length), dim=1)
-            image_out = attn.to_out[1](attn.to_out[0](image_out.contiguous()))
-            return image_out, attn.to_add_out(text_out.contiguous())
-        return out
+        return flux_attention_output(attn, out, joint, text_length)
