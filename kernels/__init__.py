@@ -5,6 +5,9 @@ The attention ops with a Triton kernel (linear, neighborhood and window attentio
 else the reference) and are ``torch.library`` custom ops with a fake implementation and autograd.
 ``bidirectional_gla`` (ViG) has no Triton kernel yet: it is a chunked PyTorch scan beside its recurrent
 reference.
+``sparse_linear_attention`` (SLA) returns the block-sparse softmax branch and the linear branch; the sparse branch
+is a fused block-sparse FlashAttention (Triton forward and backward), ``sla_block_map`` its block selection and
+``SparseLinearAttention`` the official module (``O_s + proj_l(O_l)``).
 ``depthwise_conv2d`` fuses a stride-1 depthwise convolution with its bias, GELU and shortcut (same backends).
 """
 
@@ -14,6 +17,12 @@ from .gla import bidirectional_gla
 from .linear_attention import linear_attention, linear_attention_reference
 from .neighborhood_attention import neighborhood_attention_2d, neighborhood_attention_2d_reference
 from .rope import apply_rope, rope_2d, rope_2d_frequencies
+from .sparse_linear_attention import (
+    SparseLinearAttention,
+    sla_block_map,
+    sparse_linear_attention,
+    sparse_linear_attention_reference,
+)
 from .window_attention import (
     rpb_to_swin_table,
     swin_table_to_rpb,
@@ -24,6 +33,7 @@ from .window_attention import (
 __all__ = [
     "BACKENDS",
     "ENV_VAR",
+    "SparseLinearAttention",
     "apply_rope",
     "bidirectional_gla",
     "depthwise_conv2d",
@@ -36,6 +46,9 @@ __all__ = [
     "rope_2d",
     "rope_2d_frequencies",
     "rpb_to_swin_table",
+    "sla_block_map",
+    "sparse_linear_attention",
+    "sparse_linear_attention_reference",
     "swin_table_to_rpb",
     "triton_available",
     "window_attention_2d",
