@@ -205,7 +205,9 @@ def linear_branch(
     s_c = s_blocks.sum(2, keepdim=True) - s_sel  # (B, H, Mq, D, Dv)
     z_c = z_blocks.sum(2, keepdim=True) - z_sel  # (B, H, Mq, D)
     qb = F.pad(fq, (0, 0, 0, n_qb * block_q - lq)).unflatten(-2, (n_qb, block_q))  # (B, H, Mq, bq, D)
-    o = (qb @ s_c) / ((qb @ z_c[..., None]) + eps)
+    pad_rows = (torch.arange(n_qb * block_q, device=fq.device) >= lq).view(n_qb, block_q, 1)
+    den = ((qb @ z_c[..., None]) + eps).masked_fill(pad_rows, 1.0)  # padded rows: no 0/0 to poison the backward
+    o = (qb @ s_c) / den
     return o.flatten(2, 3)[:, :, :lq]
 
 
