@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._backend import resolve_backend
+from .._backend import BACKENDS, resolve_backend
 from .reference import (
     FEATURE_MAPS,
     LINEAR_KEYS,
@@ -286,6 +286,13 @@ class SparseLinearAttention(nn.Module):
             raise ValueError(f"feature_map must be one of {FEATURE_MAPS}, got {feature_map!r}")
         if not (isinstance(topk, (int, float)) and not isinstance(topk, bool) and 0.0 < topk <= 1.0):
             raise ValueError(f"topk must be a fraction in (0, 1], got {topk!r}")
+        for name, value in (("block_q", block_q), ("block_k", block_k)):
+            if not _is_block_size(value):
+                raise ValueError(f"{name} must be a power of two >= 16, got {value!r}")
+        if linear_keys not in LINEAR_KEYS:
+            raise ValueError(f"linear_keys must be one of {LINEAR_KEYS}, got {linear_keys!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.head_dim, self.topk, self.feature_map = head_dim, float(topk), feature_map
         self.block_q, self.block_k, self.linear_keys, self.backend = block_q, block_k, linear_keys, backend
         self.proj_l = nn.Linear(head_dim, head_dim, dtype=torch.float32)
