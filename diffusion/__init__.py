@@ -1,6 +1,6 @@
 """Diffusers-compatible linear diffusion models, attention processors and pipelines."""
 
-# LinFusion and CLEAR: linearisation of existing pipelines (diffusion/linearize.py, diffusion/attention/)
+# LinFusion, CLEAR and SLA: linearisation of existing pipelines (diffusion/linearize.py, diffusion/attention/)
 from .attention import ClearAttnProcessor, LinFusionAttnProcessor, LinzooAttnProcessor  # noqa: F401
 from .linearize import (  # noqa: F401
     LinearizeResult,
@@ -24,3 +24,6 @@ from .models import (  # noqa: F401
     load_transformer,
 )
 from .pipelines import LiTPipeline, LiTPixArtPipeline  # noqa: F401
+
+# SLA: sparse-linear attention in Wan / FLUX / UNet self-attention (registers linearize(method="sla"))
+from .sla import save_sla, sla_state_dict  # noqa: F401

@@ -1,6 +1,7 @@
 """Linearise the attention of an existing diffusers model in place: ``linearize(pipe, method="linfusion")``.
 
-Methods are registered by name (:func:`register_linearization`); ``"linfusion"`` and ``"clear"`` ship here.
+Methods are registered by name (:func:`register_linearization`); ``"linfusion"`` and ``"clear"`` ship here,
+``"sla"`` in :mod:`linzoo.diffusion.sla`.
 
 CLEAR (arXiv 2412.16112) keeps the softmax attention of FLUX (``FluxTransformer2DModel``, or a ``FluxPipeline``'s
 ``transformer``) and restricts every image query to the text tokens plus a circular window of radius ``r`` on the
@@ -136,6 +137,12 @@ def linearize(pipe_or_unet: Any, method: str = "linfusion", weights: Any = None,
             ``proportional_attention`` (the official length-dependent scale), ``keep_originals`` and ``backend``;
             its ``weights`` are an official file or folder, a state dict in that layout, or ``"Huage001/CLEAR"``
             (the file for ``radius``/``down_factor`` is downloaded).
+            SLA (``method="sla"``, Wan / FLUX / diffusers ``Attention`` self-attention, see
+            :mod:`linzoo.diffusion.sla`) takes ``topk`` (fraction of key blocks kept per query block, default
+            0.2), ``block_q``/``block_k`` (64), ``feature_map`` (``"softmax"``, ``"elu+1"``, ``"relu"``),
+            ``linear_keys`` (``"all"``: the official main branch; ``"complement"``: the paper's SLA-1 form) and
+            ``backend``; its ``weights`` are a file/folder/state dict holding ``...sla.proj_l.*`` entries
+            (:func:`linzoo.diffusion.sla.save_sla` writes them), ``None`` = zero-initialised ``proj_l``.
 
     Returns:
         :class:`LinearizeResult` with the number of layers replaced (``int(result)``).

@@ -2,6 +2,7 @@
 
 from .base import LinzooAttnProcessor, iter_attention_modules
 from .clear import ClearAttnProcessor, ClearGrid, clear_attention, grid_from_image_ids
+from .flux import flux_attention_output, flux_qkv
 from .linfusion import (
     LINFUSION_EPS,
     LinFusionAttnProcessor,
@@ -10,6 +11,7 @@ from .linfusion import (
     has_linfusion_projections,
     remove_linfusion_projections,
 )
+from .sla import SLAAttnProcessor, SLAFluxAttnProcessor, SLAWanAttnProcessor, sla_module
 
 __all__ = [
     "ClearAttnProcessor",
@@ -18,10 +20,16 @@ __all__ = [
     "LinFusionAttnProcessor",
     "LinFusionProjection",
     "LinzooAttnProcessor",
+    "SLAAttnProcessor",
+    "SLAFluxAttnProcessor",
+    "SLAWanAttnProcessor",
     "add_linfusion_projections",
     "clear_attention",
+    "flux_attention_output",
+    "flux_qkv",
     "grid_from_image_ids",
     "has_linfusion_projections",
     "iter_attention_modules",
     "remove_linfusion_projections",
+    "sla_module",
 ]

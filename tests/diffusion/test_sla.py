@@ -1,0 +1,257 @@
+"""``linearize(..., method="sla")`` on tiny offline Wan, FLUX and PixArt models (CPU, torch reference kernels).
+
+The processors are checked against the models' own diffusers processors with their attention call swapped for
+the same SLA op (so every projection, norm and RoPE must match), and against the dense model at ``topk=1``
+(every key block kept, ``proj_l`` zero: SLA is exactly softmax attention).
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import PixArtTransformer2DModel, WanTransformer3DModel
+from diffusers.models.transformers import transformer_flux, transformer_wan
+
+from linzoo.diffusion import linearize, list_linearizations, unlinearize
+from linzoo.diffusion.attention.sla import SLAAttnProcessor, SLAFluxAttnProcessor, SLAWanAttnProcessor
+from linzoo.diffusion.sla import SLA_WEIGHTS_FILE, save_sla, sla_state_dict
+from linzoo.kernels import SparseLinearAttention
+from linzoo.weights import StateDictMismatchError
+
+from .test_clear import flux_inputs, tiny_flux
+
+BLOCK = 16
+
+
+def tiny_wan() -> WanTransformer3DModel:
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=24,
+        in_channels=4,
+        out_channels=4,
+        text_dim=16,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=2,
+        rope_max_seq_len=32,
+    )
+    return model.eval()
+
+
+def wan_inputs(seed: int = 1) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return {  # (B, C, F, H, W) -> 2 x 6 x 8 = 96 tokens (6 blocks of 16), text of 7 tokens
+        "hidden_states": torch.randn(2, 4, 2, 12, 16, generator=gen),
+        "timestep": torch.tensor([3, 700]),
+        "encoder_hidden_states": torch.randn(2, 7, 16, generator=gen),
+        "return_dict": False,
+    }
+
+
+def tiny_pixart() -> PixArtTransformer2DModel:
+    torch.manual_seed(0)
+    model = PixArtTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        out_channels=8,
+        num_layers=2,
+        cross_attention_dim=32,
+        caption_channels=24,
+        sample_size=16,
+        patch_size=2,
+        norm_type="ada_norm_single",
+    )
+    return model.eval()
+
+
+def pixart_inputs(seed: int = 1) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return {  # 16 x 16 latents, patch 2 -> 64 tokens
+        "hidden_states": torch.randn(2, 4, 16, 16, generator=gen),
+        "encoder_hidden_states": torch.randn(2, 5, 24, generator=gen),
+        "timestep": torch.tensor([10, 500]),
+        "added_cond_kwargs": {"resolution": None, "aspect_ratio": None},
+        "return_dict": False,
+    }
+
+
+MODELS = {
+    "wan": (tiny_wan, wan_inputs, SLAWanAttnProcessor, 2),
+    "flux": (tiny_flux, flux_inputs, SLAFluxAttnProcessor, 4),
+    "pixart": (tiny_pixart, pixart_inputs, SLAAttnProcessor, 2),
+}
+
+
+def run(model: torch.nn.Module, inputs: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**inputs)[0]
+
+
+def randomize_proj(model: torch.nn.Module, seed: int = 3) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".sla.proj_l." in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
+
+
+def test_sla_is_registered() -> None:
+    assert "sla" in list_linearizations()
+
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_all_blocks_kept_equals_dense_model(family: str) -> None:
+    build, inputs, processor, layers = MODELS[family]
+    model = build()
+    dense = run(model, inputs())
+    result = linearize(model, method="sla", topk=1.0, block_q=BLOCK, block_k=BLOCK)
+    assert result.num_replaced == layers
+    assert all(isinstance(model.get_submodule(n).processor, processor) for n in result.modules)
+    torch.testing.assert_close(run(model, inputs()), dense, rtol=1e-4, atol=1e-5)
+    assert unlinearize(model) == layers
+    assert not any(".sla." in k for k in model.state_dict())
+    torch.testing.assert_close(run(model, inputs()), dense, rtol=0, atol=0)
+
+
+def _sla_dispatch(sla: SparseLinearAttention, dense_fn):
+    """A stand-in for diffusers' ``dispatch_attention_fn`` ((B, L, heads, D) layout) computing SLA for
+    self-attention calls (as many keys as queries) and dense attention for cross-attention."""
+
+    def dispatch(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, **_):
+        if query.shape[1] != key.shape[1]:
+            return dense_fn(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
+        out = sla(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+        return out.transpose(1, 2)
+
+    return dispatch
+
+
+@pytest.mark.parametrize("family", ["wan", "flux"])
+def test_processor_matches_official_processor_with_sla_attention(family: str, monkeypatch) -> None:
+    """Our processor == the model's diffusers processor whose attention call computes the same SLA op."""
+    build, inputs, _, _ = MODELS[family]
+    model = build()
+    module = transformer_wan if family == "wan" else transformer_flux
+    sla = SparseLinearAttention(model.config.attention_head_dim, 0.5, block_q=BLOCK, block_k=BLOCK)
+    with torch.no_grad():
+        sla.proj_l.weight.normal_(0, 0.5)
+        sla.proj_l.bias.normal_(0, 0.5)
+    dense_fn = module.dispatch_attention_fn
+
+    def bshd_dense(query, key, value, **kwargs):
+        out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+        return out.transpose(1, 2)
+
+    monkeypatch.setattr(module, "dispatch_attention_fn", _sla_dispatch(sla, bshd_dense))
+    expected = run(model, inputs())
+    monkeypatch.setattr(module, "dispatch_attention_fn", dense_fn)
+
+    linearize(model, method="sla", topk=0.5, block_q=BLOCK, block_k=BLOCK)
+    state = {f"{n}.sla.{k}": v for n in sla_layer_names(model) for k, v in sla.state_dict().items()}
+    model.load_state_dict(state, strict=False)
+    got = run(model, inputs())
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    unlinearize(model)
+    assert (run(model, inputs()) - got).abs().max() > 1e-3  # SLA at topk=0.5 is not the dense model
+
+
+def sla_layer_names(model: torch.nn.Module) -> list[str]:
+    return sorted({k.split(".sla.", 1)[0] for k in model.state_dict() if ".sla.proj_l." in k})
+
+
+def test_training_reaches_proj_l_and_the_model() -> None:
+    model = tiny_wan().train()
+    linearize(model, method="sla", topk=0.5, block_q=BLOCK, block_k=BLOCK)
+    out = model(**wan_inputs())[0]
+    out.square().mean().backward()
+    names = sla_layer_names(model)
+    assert len(names) == 2
+    for name in names:
+        proj = model.get_submodule(f"{name}.sla.proj_l")
+        assert proj.weight.dtype == torch.float32
+        assert proj.weight.grad is not None and proj.weight.grad.abs().sum() > 0  # the linear branch is live
+        attn = model.get_submodule(name)
+        assert attn.to_q.weight.grad.abs().sum() > 0 and attn.to_v.weight.grad.abs().sum() > 0
+
+
+def test_weights_round_trip_file_folder_and_full_model(tmp_path) -> None:
+    model = tiny_wan()
+    linearize(model, method="sla", topk=0.5, block_q=BLOCK, block_k=BLOCK)
+    randomize_proj(model)
+    expected = run(model, wan_inputs())
+    state = sla_state_dict(types.SimpleNamespace(transformer=model))
+    assert sorted(state) == sorted(f"{n}.sla.proj_l.{p}" for n in sla_layer_names(model) for p in ("weight", "bias"))
+
+    file = save_sla(model, tmp_path / "proj.safetensors")
+    folder = save_sla(model, tmp_path / "folder")
+    assert folder.name == SLA_WEIGHTS_FILE
+    full = tmp_path / "full.pt"
+    torch.save(model.state_dict(), full)  # a fully fine-tuned model file: its other keys are ignored
+    for weights in (file, tmp_path / "folder", full, state):
+        fresh = tiny_wan()
+        result = linearize(fresh, method="sla", weights=weights, topk=0.5, block_q=BLOCK, block_k=BLOCK)
+        assert result.weights is not None
+        torch.testing.assert_close(run(fresh, wan_inputs()), expected, rtol=0, atol=0)
+
+
+def test_mismatched_weights_raise_before_the_model_changes(tmp_path) -> None:
+    model = tiny_wan()
+    linearize(model, method="sla", topk=0.5, block_q=BLOCK, block_k=BLOCK)
+    state = sla_state_dict(model)
+    fresh = tiny_wan()
+    processors = {n: type(p) for n, p in fresh.attn_processors.items()}
+    partial = {k: v for k, v in state.items() if not k.startswith("blocks.1.")}
+    with pytest.raises(StateDictMismatchError, match="missing"):
+        linearize(fresh, method="sla", weights=partial, topk=0.5)
+    wrong = {k: v[..., :8] if k.endswith("weight") else v for k, v in state.items()}
+    with pytest.raises(StateDictMismatchError, match="wrong shape"):
+        linearize(fresh, method="sla", weights=wrong, topk=0.5)
+    with pytest.raises(ValueError, match="no '\\*.sla.proj_l.\\*' entries"):
+        linearize(fresh, method="sla", weights={"x.weight": torch.zeros(1)}, topk=0.5)
+    with pytest.raises(FileNotFoundError, match="neither a file nor a folder"):
+        linearize(fresh, method="sla", weights=tmp_path / "missing.safetensors", topk=0.5)
+    assert {n: type(p) for n, p in fresh.attn_processors.items()} == processors
+    assert not any(".sla." in k for k in fresh.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"topk": 0.0}, "topk"),
+        ({"topk": 1.5}, "topk"),
+        ({"feature_map": "tanh"}, "feature_map"),
+        ({"linear_keys": "some"}, "linear_keys"),
+        ({"block_q": 24}, "block_q"),
+        ({"backend": "cuda"}, "backend"),
+    ],
+)
+def test_bad_options_raise_before_the_model_changes(kwargs: dict, match: str) -> None:
+    model = tiny_wan()
+    processors = {n: type(p) for n, p in model.attn_processors.items()}
+    with pytest.raises(ValueError, match=match):
+        linearize(model, method="sla", **kwargs)
+    assert {n: type(p) for n, p in model.attn_processors.items()} == processors
+
+
+def test_bad_targets_and_calls_raise() -> None:
+    with pytest.raises(ValueError, match="no self-attention layer SLA applies to"):
+        linearize(torch.nn.Linear(2, 2), method="sla")
+    model = tiny_wan()
+    with pytest.raises(ValueError, match="not linearised with SLA"):
+        sla_state_dict(model)
+    attn = model.blocks[0].attn1
+    attn.set_processor(SLAWanAttnProcessor())  # set by hand, without linearize: no proj_l to use
+    with pytest.raises(ValueError, match="call linzoo.diffusion.linearize"):
+        run(model, wan_inputs())
+    linearize(model, method="sla", topk=0.5, block_q=BLOCK, block_k=BLOCK)
+    hidden = torch.randn(1, 32, model.config.num_attention_heads * model.config.attention_head_dim)
+    with pytest.raises(ValueError, match="attention_mask"):
+        attn(hidden, attention_mask=torch.ones(1, 32, 32, dtype=torch.bool))
+    with pytest.raises(ValueError, match="encoder_hidden_states must be None"):
+        attn(hidden, encoder_hidden_states=hidden)
