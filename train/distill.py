@@ -1,15 +1,17 @@
-"""Distil a linearised Stable Diffusion UNet (LinFusion) from its own frozen original, with Lightning.
+"""Distil a linearised Stable Diffusion UNet (LinFusion, SLA) from its own frozen original, with Lightning.
 
 - :class:`LinFusionDistillation`: student = the pipeline's UNet linearised with
   :func:`linzoo.diffusion.linearize`, teacher = a frozen copy of the original. Loss (LinFusion, Sec. 3.3 and
   ``src/train/distill*.py``): ``L = L_noise + 0.5 L_kd + 0.5 L_feat`` with ``L_noise = ||ε̂_s − target||²``
   (ε or v as the scheduler predicts), ``L_kd = ||ε̂_s − ε̂_t||²`` and ``L_feat`` the mean over the replaced layers
   of ``||attn1_s(x) − attn1_t(x)||²``, collected with forward hooks. SD-1.5 / 2.1 and SDXL pipelines.
+- :class:`SLADistillation`: the same loss and teacher for a UNet whose self-attention is sparse-linear attention
+  (``linearize(unet, "sla", ...)``); ``proj_l``, the replaced layers or the whole UNet are trained.
 - :class:`ImageCaptionDataModule`: a folder of images with captions (``metadata.jsonl`` as in Hugging Face's
   ``imagefolder``, or a ``<name>.txt`` beside every image).
 
 Both take plain typed arguments, so ``linzoo fit`` (LightningCLI) builds them from ``class_path`` / ``init_args``;
-see ``configs/distill/linfusion_*.yaml`` for the official recipes.
+see ``configs/distill/linfusion_*.yaml`` for the official recipes and ``configs/distill/sla_sd15.yaml``.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from linzoo.diffusion.attention import iter_attention_modules
-from linzoo.diffusion.linearize import linearize, save_linfusion
+from linzoo.diffusion.linearize import LinearizeResult, linearize, save_linfusion
+from linzoo.diffusion.sla import save_sla
 
-__all__ = ["ImageCaptionDataModule", "ImageCaptionDataset", "LinFusionDistillation"]
+__all__ = ["ImageCaptionDataModule", "ImageCaptionDataset", "LinFusionDistillation", "SLADistillation"]
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
-_TRAINABLE = ("linfusion", "projections", "attention")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -190,53 +192,34 @@ def _load_pipeline(pretrained: str) -> Any:
         return DiffusionPipeline.from_pretrained(pretrained)
 
 
-class LinFusionDistillation(pl.LightningModule):
-    """Distil LinFusion's linear self-attention into a Stable Diffusion UNet (SD-1.5 / 2.1 / XL).
+class _AttentionDistillation(pl.LightningModule):
+    """Shared machinery: a Stable Diffusion pipeline's UNet, linearised in place as the student (by
+    :meth:`_linearize_student`), distilled from its frozen original with ``L_noise + L_kd + L_feat``.
 
-    Args:
-        pretrained: a diffusers pipeline folder or hub id (``StableDiffusionPipeline`` or
-            ``StableDiffusionXLPipeline`` layout); its UNet is the teacher and, linearised, the student.
-        linfusion_weights: start from existing LinFusion weights (folder, file or hub id, official layout).
-        projection_mid_dim, mid_dim_scale: width of the new projections (official: channels for SD-1.5/2.1,
-            ``mid_dim_scale=16`` for SDXL).
-        zero_init: start the new projections at zero (the paper's initialisation: the student starts as the
-            teacher with linear attention); False keeps PyTorch's default init (the official script since 1b07891).
-        trainable: ``"linfusion"`` (official: every weight of the replaced self-attention layers, q/k/v/out and
-            the projections), ``"projections"`` (only the new projections) or ``"attention"`` (all self- and
-            cross-attention weights).
-        noise_weight, kd_weight, feat_weight: weights of L_noise, L_kd, L_feat (official 1, 0.5, 0.5).
-        lr, weight_decay, betas: AdamW (official 1e-4, 0, default betas; constant learning rate).
-        frozen_dtype: dtype of the frozen teacher, VAE and text encoders (``float32``, ``float16``,
-            ``bfloat16``; official: the mixed-precision dtype). A VAE whose config asks ``force_upcast`` stays fp32.
-        gradient_checkpointing: diffusers gradient checkpointing on the student UNet.
-        export_dir: folder where the LinFusion weights are written in the official layout when fitting ends
-            (default ``<log_dir>/linfusion``); ``export_every_n_steps > 0`` also writes
-            ``export_dir/linfusion-<step>`` periodically (official: every 10,000 steps).
+    Subclasses pass the shared arguments to this ``__init__`` (whose ``save_hyperparameters`` records the
+    subclass's own arguments too: Lightning collects every ``__init__`` frame of the instance); they define
+    :meth:`_linearize_student`, :meth:`_set_trainable` and :meth:`_export`, and list their ``trainable``
+    choices in ``TRAINABLE``.
     """
+
+    TRAINABLE: tuple[str, ...] = ()
+    #: name of the export folder under the log dir when ``export_dir`` is not given.
+    EXPORT_NAME = "export"
 
     def __init__(
         self,
         pretrained: str,
-        linfusion_weights: str | None = None,
-        projection_mid_dim: int | None = None,
-        mid_dim_scale: int | None = None,
-        zero_init: bool = True,
-        trainable: str = "linfusion",
-        noise_weight: float = 1.0,
-        kd_weight: float = 0.5,
-        feat_weight: float = 0.5,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        frozen_dtype: str = "float32",
-        gradient_checkpointing: bool = False,
-        export_dir: str | None = None,
-        export_every_n_steps: int = 0,
+        trainable: str,
+        noise_weight: float,
+        kd_weight: float,
+        feat_weight: float,
+        frozen_dtype: str,
+        gradient_checkpointing: bool,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if trainable not in _TRAINABLE:
-            raise ValueError(f"trainable must be one of {_TRAINABLE}, got {trainable!r}")
+        if trainable not in self.TRAINABLE:
+            raise ValueError(f"trainable must be one of {self.TRAINABLE}, got {trainable!r}")
         if frozen_dtype not in _DTYPES:
             raise ValueError(f"frozen_dtype must be one of {tuple(_DTYPES)}, got {frozen_dtype!r}")
         if min(noise_weight, kd_weight, feat_weight) < 0 or noise_weight + kd_weight + feat_weight <= 0:
@@ -254,15 +237,7 @@ class LinFusionDistillation(pl.LightningModule):
         teacher = copy.deepcopy(pipe.unet).eval().requires_grad_(False)
         self.unet = pipe.unet.train()  # from_pretrained leaves it in eval mode
         self.unet.requires_grad_(False)
-        self.linearized = linearize(
-            self.unet,
-            "linfusion",
-            linfusion_weights,
-            projection_mid_dim=projection_mid_dim,
-            mid_dim_scale=mid_dim_scale,
-            zero_init=zero_init,
-            keep_originals=False,  # the teacher holds the originals
-        )
+        self.linearized = self._linearize_student()
         self._set_trainable(trainable)
         if gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
@@ -283,25 +258,24 @@ class LinFusionDistillation(pl.LightningModule):
         # Checkpoints hold the trainable weights only; the rest is rebuilt from `pretrained`.
         self.strict_loading = False
 
+    def _linearize_student(self) -> LinearizeResult:
+        """Linearise ``self.unet`` in place (the teacher keeps the originals)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _linearize_student()")
+
+    def _set_trainable(self, trainable: str) -> None:
+        """Unfreeze the student weights selected by ``trainable`` (one of ``TRAINABLE``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _set_trainable()")
+
+    def _export(self, path: Path) -> Path:
+        """Write the learned weights to ``path``; returns the written path."""
+        raise NotImplementedError(f"{type(self).__name__} must define _export()")
+
     def _hook(self, store: list[torch.Tensor]):
         def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
             if self._collect:
                 store.append(output)
 
         return hook
-
-    def _set_trainable(self, trainable: str) -> None:
-        layers = [self.unet.get_submodule(n) for n in self.linearized.modules]
-        if trainable == "linfusion":
-            for attn in layers:
-                attn.requires_grad_(True)
-        elif trainable == "projections":
-            for attn in layers:
-                attn.to_q_.requires_grad_(True)
-                attn.to_k_.requires_grad_(True)
-        else:
-            for _, attn in iter_attention_modules(self.unet, "all"):
-                attn.requires_grad_(True)
 
     @property
     def teacher(self) -> nn.Module:
@@ -414,14 +388,168 @@ class LinFusionDistillation(pl.LightningModule):
         if self.hparams.export_dir:
             return Path(self.hparams.export_dir)
         log_dir = self.trainer.log_dir if self._trainer is not None else None
-        return Path(log_dir or ".") / "linfusion"
+        return Path(log_dir or ".") / self.EXPORT_NAME
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         every = self.hparams.export_every_n_steps
         if every > 0 and self.global_step % every == 0 and self.trainer.is_global_zero:
-            save_linfusion(self.unet, self._export_root() / f"linfusion-{self.global_step}")
+            self._export(self._export_root() / f"{self.EXPORT_NAME}-{self.global_step}")
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
-            path = save_linfusion(self.unet, self._export_root())
-            print(f"LinFusion weights written to {path} (load with linzoo.diffusion.linearize(pipe, weights=...))")
+            path = self._export(self._export_root())
+            print(f"{self.EXPORT_NAME} weights written to {path} (load: linzoo.diffusion.linearize(pipe, weights=...))")
+
+
+class LinFusionDistillation(_AttentionDistillation):
+    """Distil LinFusion's linear self-attention into a Stable Diffusion UNet (SD-1.5 / 2.1 / XL).
+
+    Args:
+        pretrained: a diffusers pipeline folder or hub id (``StableDiffusionPipeline`` or
+            ``StableDiffusionXLPipeline`` layout); its UNet is the teacher and, linearised, the student.
+        linfusion_weights: start from existing LinFusion weights (folder, file or hub id, official layout).
+        projection_mid_dim, mid_dim_scale: width of the new projections (official: channels for SD-1.5/2.1,
+            ``mid_dim_scale=16`` for SDXL).
+        zero_init: start the new projections at zero (the paper's initialisation: the student starts as the
+            teacher with linear attention); False keeps PyTorch's default init (the official script since 1b07891).
+        trainable: ``"linfusion"`` (official: every weight of the replaced self-attention layers, q/k/v/out and
+            the projections), ``"projections"`` (only the new projections) or ``"attention"`` (all self- and
+            cross-attention weights).
+        noise_weight, kd_weight, feat_weight: weights of L_noise, L_kd, L_feat (official 1, 0.5, 0.5).
+        lr, weight_decay, betas: AdamW (official 1e-4, 0, default betas; constant learning rate).
+        frozen_dtype: dtype of the frozen teacher, VAE and text encoders (``float32``, ``float16``,
+            ``bfloat16``; official: the mixed-precision dtype). A VAE whose config asks ``force_upcast`` stays fp32.
+        gradient_checkpointing: diffusers gradient checkpointing on the student UNet.
+        export_dir: folder where the LinFusion weights are written in the official layout when fitting ends
+            (default ``<log_dir>/linfusion``); ``export_every_n_steps > 0`` also writes
+            ``export_dir/linfusion-<step>`` periodically (official: every 10,000 steps).
+    """
+
+    TRAINABLE = ("linfusion", "projections", "attention")
+    EXPORT_NAME = "linfusion"
+
+    def __init__(
+        self,
+        pretrained: str,
+        linfusion_weights: str | None = None,
+        projection_mid_dim: int | None = None,
+        mid_dim_scale: int | None = None,
+        zero_init: bool = True,
+        trainable: str = "linfusion",
+        noise_weight: float = 1.0,
+        kd_weight: float = 0.5,
+        feat_weight: float = 0.5,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        frozen_dtype: str = "float32",
+        gradient_checkpointing: bool = False,
+        export_dir: str | None = None,
+        export_every_n_steps: int = 0,
+    ) -> None:
+        super().__init__(
+            pretrained, trainable, noise_weight, kd_weight, feat_weight, frozen_dtype, gradient_checkpointing
+        )
+
+    def _linearize_student(self) -> LinearizeResult:
+        hp = self.hparams
+        return linearize(
+            self.unet,
+            "linfusion",
+            hp.linfusion_weights,
+            projection_mid_dim=hp.projection_mid_dim,
+            mid_dim_scale=hp.mid_dim_scale,
+            zero_init=hp.zero_init,
+            keep_originals=False,  # the teacher holds the originals
+        )
+
+    def _set_trainable(self, trainable: str) -> None:
+        layers = [self.unet.get_submodule(n) for n in self.linearized.modules]
+        if trainable == "linfusion":
+            for attn in layers:
+                attn.requires_grad_(True)
+        elif trainable == "projections":
+            for attn in layers:
+                attn.to_q_.requires_grad_(True)
+                attn.to_k_.requires_grad_(True)
+        else:
+            for _, attn in iter_attention_modules(self.unet, "all"):
+                attn.requires_grad_(True)
+
+    def _export(self, path: Path) -> Path:
+        return save_linfusion(self.unet, path)
+
+
+class SLADistillation(_AttentionDistillation):
+    """Fine-tune a Stable Diffusion UNet for sparse-linear attention (SLA) by distillation from its original.
+
+    The student's self-attention layers (``attn1``) are linearised with ``linearize(unet, "sla", ...)``
+    (:mod:`linzoo.diffusion.sla`); the loss is the LinFusion recipe's ``L_noise + L_kd + L_feat`` (the SLA
+    paper gives no recipe; its authors fine-tune the whole model with the plain diffusion loss, which is
+    ``kd_weight = feat_weight = 0``).
+
+    Args:
+        pretrained: a diffusers SD-1.5 / 2.1 / XL pipeline folder or hub id.
+        topk, block_q, block_k, feature_map, linear_keys: the SLA options of :func:`linzoo.diffusion.linearize`.
+        sla_weights: start from existing ``proj_l`` weights (file, folder or state dict).
+        trainable: ``"attention"`` (default: every weight of the replaced layers, ``proj_l`` included),
+            ``"proj_l"`` (only ``proj_l``: the authors found this not enough, TurboDiffusion #117) or ``"unet"``
+            (the whole UNet, as the authors fine-tune).
+        noise_weight, kd_weight, feat_weight, lr, weight_decay, betas, frozen_dtype, gradient_checkpointing:
+            as :class:`LinFusionDistillation`.
+        export_dir, export_every_n_steps: where the ``proj_l`` weights are written (``sla_attention.safetensors``,
+            default ``<log_dir>/sla``); with ``trainable`` other than ``"proj_l"`` the student's other trained
+            weights are in the Lightning checkpoints (``module.unet.save_pretrained`` writes the whole UNet).
+    """
+
+    TRAINABLE = ("attention", "proj_l", "unet")
+    EXPORT_NAME = "sla"
+
+    def __init__(
+        self,
+        pretrained: str,
+        topk: float = 0.2,
+        block_q: int = 64,
+        block_k: int = 64,
+        feature_map: str = "softmax",
+        linear_keys: str = "all",
+        sla_weights: str | None = None,
+        trainable: str = "attention",
+        noise_weight: float = 1.0,
+        kd_weight: float = 0.5,
+        feat_weight: float = 0.5,
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        frozen_dtype: str = "float32",
+        gradient_checkpointing: bool = False,
+        export_dir: str | None = None,
+        export_every_n_steps: int = 0,
+    ) -> None:
+        super().__init__(
+            pretrained, trainable, noise_weight, kd_weight, feat_weight, frozen_dtype, gradient_checkpointing
+        )
+
+    def _linearize_student(self) -> LinearizeResult:
+        hp = self.hparams
+        return linearize(
+            self.unet,
+            "sla",
+            hp.sla_weights,
+            topk=hp.topk,
+            block_q=hp.block_q,
+            block_k=hp.block_k,
+            feature_map=hp.feature_map,
+            linear_keys=hp.linear_keys,
+        )
+
+    def _set_trainable(self, trainable: str) -> None:
+        if trainable == "unet":
+            self.unet.requires_grad_(True)
+            return
+        for name in self.linearized.modules:
+            attn = self.unet.get_submodule(name)
+            (attn if trainable == "attention" else attn.sla.proj_l).requires_grad_(True)
+
+    def _export(self, path: Path) -> Path:
+        return save_sla(self.unet, path)
