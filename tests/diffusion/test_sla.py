@@ -255,3 +255,19 @@ def test_bad_targets_and_calls_raise() -> None:
         attn(hidden, attention_mask=torch.ones(1, 32, 32, dtype=torch.bool))
     with pytest.raises(ValueError, match="encoder_hidden_states must be None"):
         attn(hidden, encoder_hidden_states=hidden)
+
+
+def test_pipeline_generates_with_sla_and_is_restored() -> None:
+    """A whole text-to-image pipeline runs through SLA (SD-shaped UNet: attn1 at two levels) and back."""
+    from .test_linfusion_pipelines import tiny_sd_pipeline
+
+    pipe = tiny_sd_pipeline(seed=0)
+    call = {"prompt": "a red cat", "height": 64, "width": 64, "num_inference_steps": 2, "output_type": "pt"}
+    dense = pipe(**call, generator=torch.Generator().manual_seed(0)).images
+    result = linearize(pipe, "sla", topk=0.25, block_q=BLOCK, block_k=BLOCK)
+    assert result.num_replaced > 0 and all(".attn1" in n for n in result.modules)
+    sparse = pipe(**call, generator=torch.Generator().manual_seed(0)).images
+    assert sparse.shape == dense.shape and torch.isfinite(sparse).all()
+    assert (sparse - dense).abs().max() > 1e-4  # a quarter of the key blocks: not the dense image
+    unlinearize(pipe)
+    torch.testing.assert_close(pipe(**call, generator=torch.Generator().manual_seed(0)).images, dense)
