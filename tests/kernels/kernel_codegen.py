@@ -1,5 +1,6 @@
 """Ahead-of-time compile of the Triton kernels for sm_90, without a GPU (linear attention: every variant;
-window attention: the forward and backward per head dim; depthwise convolution: VAN's layers, channels-last).
+window attention: the forward and backward per head dim; depthwise convolution: VAN's layers, channels-last;
+sparse-linear attention: forward, dQ and dK/dV per head dim and block shape).
 
 The CPU interpreter runs the kernels' Python semantics but never lowers them; this compiles each kernel the
 way a launch on an H100 would (Triton's own specialisation: pointers and strides divisible by 16, unit
@@ -25,6 +26,7 @@ from triton.compiler import ASTSource
 
 from linzoo.kernels.depthwise_conv import triton_dwconv as td
 from linzoo.kernels.linear_attention import triton_kernels as tk
+from linzoo.kernels.sparse_linear_attention import triton_sla as ts
 from linzoo.kernels.window_attention import triton_window as tw
 
 _IO = {"Q", "K", "V", "OUT", "Out", "DO", "DQ", "DK_", "DV_"}  # activations in the input dtype
@@ -41,8 +43,10 @@ def compile_variant(
     consts = dict(consts)
     if types is not None:
         sig = {p: "constexpr" if p in consts else types.get(p, "i32") for p in params}
-        attrs = {
-            (i,): [["tt.divisibility", 16]] for i, p in enumerate(params) if p in types or p.startswith("s") or p == "C"
+        attrs = {  # pointers and strides (names starting with "s" that are ints, not e.g. a float "scale")
+            (i,): [["tt.divisibility", 16]]
+            for i, p in enumerate(params)
+            if types.get(p, "").startswith("*") or (p.startswith("s") and types.get(p, "i32") == "i32") or p == "C"
         }
         attrs = {k: v for k, v in attrs.items() if params[k[0]] not in consts}
         src = ASTSource(fn=kernel, signature=sig, constexprs=consts, attrs=attrs)
@@ -172,6 +176,29 @@ def depthwise_variants():
         yield f"dwconv_wgrad_k{k}", td._dw_weight_grad_kernel, consts, {**io, "part_ptr": "*fp32"}, warps
 
 
+def sla_variants():
+    """(name, kernel, constexprs, argument types, num_warps, num_stages) as triton_sla launches them: the official
+    block shapes (64/64, 128/64) at d 64 and 128 in bf16, a non-power-of-two d 80, d 256, and fp32 at d 64."""
+    kernels = {"fwd": ts._sla_fwd_kernel, "dq": ts._sla_bwd_dq_kernel, "dkdv": ts._sla_bwd_dkdv_kernel}
+    for dim, dtype, blocks in (
+        (64, "bf16", ((64, 64), (128, 64))),
+        (128, "bf16", ((64, 64), (128, 64))),
+        (80, "bf16", ((128, 64),)),
+        (256, "bf16", ((128, 64),)),
+        (64, "fp32", ((128, 64),)),
+    ):
+        bd = max(16, triton.next_power_of_2(dim))
+        types = {p: f"*{dtype}" for p in ("Q", "K", "V", "Out", "DO", "DQ", "DK_", "DV_")}
+        types.update(LSE="*fp32", DELTA="*fp32", LUT="*i32", QIDX="*i32", QCNT="*i32", qk_scale="fp32", scale="fp32")
+        for bq, bk in blocks:
+            for kind, kernel in kernels.items():
+                cfg = ts.launch_config(kind, bq, bk, bd, bd, dtype == "fp32")
+                warps, stages = cfg.pop("num_warps"), cfg.pop("num_stages")
+                prec = "ieee" if dtype == "fp32" else "tf32"
+                consts = dict(BLOCK_Q=bq, BLOCK_K=bk, D=dim, DV=dim, BD=bd, BDV=bd, PREC=prec, **cfg)
+                yield f"sla_{kind}_{dtype}_d{dim}_bq{bq}_bk{bk}", kernel, consts, types, warps, stages
+
+
 def _launches():
     tk._INTERPRET = False  # launch_config: the compiled-mode defaults
     for name, kernel, consts, dtype, kind in variants():
@@ -188,6 +215,8 @@ def _launches():
         yield name, kernel, consts, dtype, consts["D"] % 16 == 0, warps, stages
     for name, kernel, consts, types, warps in depthwise_variants():
         yield name, kernel, consts, types, True, warps, 1
+    for name, kernel, consts, types, warps, stages in sla_variants():
+        yield name, kernel, consts, types, True, warps, stages
 
 
 def main() -> int:
