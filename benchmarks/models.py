@@ -22,7 +22,9 @@ time, from the durations measured so far in the run; the table and the plots are
     python benchmarks/models.py --device cpu --quick --out /tmp/bench                          # smoke test anywhere
 
 ``--official-dir`` holds the official model files (never committed): rala/RALA.py, van/models/van.py,
-l2vit/models/l2vit.py, inline/models/inline_swin.py, slab/models/{slab_swin,prepbn}.py, and an fvcore stub.
+l2vit/models/l2vit.py, inline/models/inline_swin.py, slab/models/{slab_swin,prepbn}.py, vig/models/vig.py with
+ViG's vendored fla (vig/fla), and stubs for fvcore and causal_conv1d (imported, never called by the forwards).
+SOFT-Small and MOAT-0 run without an official row (:data:`NO_OFFICIAL` says why).
 Writes models.md, models_throughput.png and models_memory.png into ``--out``.
 """
 
@@ -101,6 +103,24 @@ def _slab_swin_t() -> nn.Module:
         drop_path_rate=0.0,
     )
 
+
+@_official("vig_s", "vig")
+def _vig_s() -> nn.Module:
+    # ViG-S as classification/configs/vig/vig-s.yaml builds it (hustvl/ViG@dfb9d32); its fla is the vendored copy
+    mod = importlib.import_module("models.vig")
+    return mod.ViG(
+        img_size=224, patch_size=16, stride=16, depth=12, embed_dim=384, num_heads=6, num_classes=1000,
+        if_cls_token=False, classification_mode="avgpool", if_abs_pos_embed=True, attn_model="fused_chunk",
+        hidden_act="swish", use_out_gate=False, use_swiglu=True, rope_mode="none", expand_k=0.5, expand_v=1.0,
+        patch_embed_version="v2", use_out_act=False, use_act_in_conv=False, drop_path_rate=0.0,
+    )  # fmt: skip
+
+
+# Families whose official code cannot run on the GPU machine: their rows are linzoo and the peers only.
+NO_OFFICIAL = {
+    "soft_small": "SOFT's official model needs its CUDA extension (SOFT/kernel/csrc) built on the machine",
+    "moat_0": "MOAT's official code is TensorFlow (deeplab2)",
+}
 
 PEERS = ["swin_tiny_patch4_window7_224", "deit_small_patch16_224", "efficientvit_b2", "convnext_tiny"]
 # timm peers fixed to 224 px run the 1024 px column and the sweep as timm's any-size variant (same weights), see
@@ -389,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     parser.add_argument("--official-dir", type=Path, default=Path(".official"))
-    parser.add_argument("--models", nargs="*", default=list(OFFICIAL))
+    parser.add_argument("--models", nargs="*", default=[*OFFICIAL, *NO_OFFICIAL])
     parser.add_argument("--peers", nargs="*", default=PEERS)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, few iterations, no compiled rows (smoke)")
@@ -449,12 +469,13 @@ def main(argv: list[str] | None = None) -> None:
     res_hi, batch_hi = (96, 1) if args.quick else (1024, 4)
     sweep = [64, 96] if args.quick else [224, 512, 1024, 1536, 2048]
     args.out.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
     models = [m for m in args.models if m in timm.list_models()]
+    notes.extend(f"{name}: no official row: {why}." for name, why in NO_OFFICIAL.items() if name in models)
     sizes = {"res_lo": res_lo, "batch_lo": batch_lo, "res_hi": res_hi, "batch_hi": batch_hi, "sweep": sweep}
 
     rows: list[dict] = []
     curves: dict[str, dict[int, dict]] = {}
-    notes: list[str] = []
 
     def report() -> None:  # rewritten after every row, so a run stopped from outside keeps what it measured
         write_report(args, rows, curves, notes, device, sizes, budget)

@@ -4,7 +4,7 @@
 #
 # This machine has no git network access: first bring each repository's mirror with the session's `fetch` tool
 # (fetch github:qhfan/RALA, LeapLabTHU/InLine, ChuanyangZheng/L2ViT, Visual-Attention-Network/VAN-Classification,
-# xinghaochen/SLAB), which leaves bare repositories under /work/.mirror/ (MIRRORS overrides where).
+# xinghaochen/SLAB, hustvl/ViG), which leaves bare repositories under /work/.mirror/ (MIRRORS overrides where).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MIRRORS="${MIRRORS:-/work/.mirror}"
@@ -22,7 +22,16 @@ export_file ChuanyangZheng+L2ViT classification/models/l2vit.py l2vit/models/l2v
 export_file Visual-Attention-Network+VAN-Classification models/van.py van/models/van.py
 export_file xinghaochen+SLAB classification/models/slab_swin.py slab/models/slab_swin.py
 export_file xinghaochen+SLAB classification/models/prepbn.py slab/models/prepbn.py
-for folder in inline l2vit van slab; do touch ".official/$folder/models/__init__.py"; done
+export_file hustvl+ViG classification/models/vig.py vig/models/vig.py
+# ViG imports the fla 0.1 vendored in its repository (modified: bidirectional kernels), not the fla package
+git -C "$MIRRORS/hustvl+ViG/repo" archive HEAD flash-linear-attention/fla | tar -x -C .official/vig --strip-components=1
+echo "vig/fla from hustvl/ViG@$(git -C "$MIRRORS/hustvl+ViG/repo" rev-parse HEAD):flash-linear-attention/fla" >> .official/SOURCES
+for folder in inline l2vit van slab vig; do touch ".official/$folder/models/__init__.py"; done
+# vig.py imports causal_conv1d (a CUDA package the GPU machine lacks) for a class its classification models never use
+mkdir -p .official/causal_conv1d
+touch .official/causal_conv1d/__init__.py
+printf 'CausalConv1dFn = None  # stub: imported by ViG, unused by its classification models\n' \
+  > .official/causal_conv1d/causal_conv1d_interface.py
 # RALA.py imports fvcore for its __main__ FLOP count only: a stub keeps the import working without the package.
 mkdir -p .official/fvcore/nn
 touch .official/fvcore/__init__.py

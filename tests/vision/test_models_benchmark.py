@@ -143,3 +143,19 @@ def test_sweep_only_measures_the_curves_and_no_sweep_keeps_the_plots(tmp_path, m
     assert {name: (tmp_path / name).read_bytes() for name in plots} == plots
     with pytest.raises(SystemExit):
         bench.main(argv + ["--sweep-only", "--no-sweep"])
+
+
+def test_default_models_cover_every_linzoo_family():
+    """Issue 12: every registered family's reference variant is in the benchmark's default --models."""
+    import timm.models._registry as registry
+
+    bench = load_benchmark("models.py")
+    defaults = {*bench.OFFICIAL, *bench.NO_OFFICIAL}
+    families = {}
+    for name in timm.list_models():
+        module = registry._model_entrypoints[name].__module__
+        if module.startswith("linzoo.vision."):
+            families.setdefault(module, set()).add(name)
+    assert len(families) >= 7, sorted(families)
+    missing = {module for module, names in families.items() if not names & defaults}
+    assert not missing, f"families without a benchmark row: {sorted(missing)}"
