@@ -6,9 +6,11 @@
 #   scripts/fetch_device_wheels.sh            # once: wheels the device lacks (diffusers, omegaconf, ...)
 #   scripts/fetch_device_peers.sh            # optional: benchmark peers (flash_bla) into .peers/
 #   scripts/fetch_official.sh                # the official model files benchmarks/models.py compares against
+#   scripts/fetch_sla_peer.sh                # optional: the official SLA kernels (peers of the sla step) into .peers/sla/
 #   run(command="bash scripts/gpu_run.sh [--quick] [STEP...]", carry=[".whl", ".official", ".peers"], timeout_s=600)
 # Then unpack: tar -xzf <files_at>/results.tgz -C docs/benchmarks/
 # STEPs (default: all): tests kernels (= la na dwconv) models profile lit linfusion; also host (host_overhead.py), la_old,
+# sla (benchmarks/sparse_linear_attention.py; SLA_BUDGET, SLA_ARGS e.g. --cases 0,2 --modes fwd),
 # sweep (models.py --sweep-only: the memory / throughput plots; SWEEP_BUDGET, SWEEP_ARGS e.g. --models ravlt_s --peers)
 # Budgets and options by environment: TESTS_BUDGET, TESTS_PATHS (e.g. tests/kernels), TESTS_ARGS (e.g. -n 6), LA_BUDGET, LA_ARGS,
 # NA_BUDGET, NA_ARGS (e.g. --budget 200), DWCONV_BUDGET, DWCONV_ARGS (--variants), MODELS_BUDGET, MODELS_ARGS, PROFILE_BUDGET, PROFILE_MODELS, PROFILE_ARGS (--compile), HOST_BUDGET, LIT_BUDGET, LINFUSION_BUDGET.
@@ -54,6 +56,10 @@ run_la() {  # LA_ARGS="--tune --tune-budget 120": search launch configs first (r
   run_step bench_linear_attention "${LA_BUDGET:-300}" "$PY" benchmarks/linear_attention.py --out results $QUICK \
     ${LA_ARGS:-}
 }
+run_sla() {  # the official SLA peers run when carried (.peers/sla/{main,SLA-1}, scripts/fetch_sla_peer.sh)
+  run_step bench_sparse_linear_attention "${SLA_BUDGET:-300}" env LINZOO_SLA_PEER_DIR="$PWD/.peers/sla" "$PY" \
+    benchmarks/sparse_linear_attention.py --out results $QUICK ${SLA_ARGS:-}
+}
 run_na() {  # NA_ARGS="--resume results/na_r1/neighborhood_attention.json --time-limit 190": finish a cut table
   run_step bench_neighborhood_attention "${NA_BUDGET:-200}" "$PY" benchmarks/neighborhood_attention.py --out results \
     $QUICK ${NA_ARGS:-}
@@ -65,6 +71,7 @@ for step in "${STEPS[@]}"; do
       -p no:cacheprovider --timeout 90 ${TESTS_ARGS:-} ${TESTS_PATHS:-} ;;
     la) run_la ;;
     na) run_na ;;
+    sla) run_sla ;;
     kernels) run_la; run_na; run_step bench_depthwise_conv "${DWCONV_BUDGET:-120}" "$PY" benchmarks/depthwise_conv.py \
       --out results $QUICK ${DWCONV_ARGS:-} ;;
     models) run_step bench_models "${MODELS_BUDGET:-260}" "$PY" benchmarks/models.py --out results --official-dir .official \
