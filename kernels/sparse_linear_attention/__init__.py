@@ -22,9 +22,10 @@ Backends (``backend="auto"`` honours ``LINZOO_KERNEL_BACKEND``, else Triton on C
   ``torch.ops.linzoo.sla_sparse_forward`` / ``..._backward`` with fake implementations and autograd. The linear
   branch for ``linear_keys="all"`` with ``Lq == Lk`` is :func:`linzoo.kernels.linear_attention` (fused Triton,
   identity feature map on φ(q), φ(k) computed in torch, normalizer ``"standard"``); for ``Lq != Lk`` and for
-  ``"complement"`` it runs in PyTorch (fp32 matmuls; complement: per-key-block states ``(B, H, Nk, D, Dv)`` minus
-  the selected ones, memory ``O((Nk + Mq)·D·Dv)``). Head dims up to 256 (D and Dv may differ; non-powers of two
-  are padded and masked inside the kernels).
+  ``"complement"`` it runs in PyTorch (fp32 matmuls, not fused; complement: per-key-block states
+  ``(B, H, Nk, D, Dv)`` summed per query block over its non-selected blocks by one matmul with the complement map,
+  memory ``O((Nk + Mq)·D·Dv)``, 2·Mq·Nk·D·Dv FLOPs per head). Head dims up to 256 (D and Dv may differ;
+  non-powers of two are padded and masked inside the kernels); other dtypes or larger heads use the reference.
 - ``"torch"``: :func:`sparse_linear_attention_reference` (block-wise, fp32, differentiable).
 """
 

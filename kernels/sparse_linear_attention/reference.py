@@ -28,7 +28,7 @@ denominator). The module output is ``O = O_s + proj_l(O_l)`` (:class:`linzoo.ker
 Two references: :func:`sparse_linear_attention_dense_reference` builds the ``Lq × Lk`` token mask (small shapes,
 tests); :func:`sparse_linear_attention_reference` gathers the selected key blocks per query block and never forms
 ``Lq × Lk`` (memory ``O(Lq · T · bk)`` scores plus ``O(Mq · T · bk · D)`` gathered keys/values); its complement
-linear branch keeps per-key-block states ``(B, H, Nk, D, Dv)`` and subtracts the selected ones per query block
+linear branch keeps per-key-block states ``(B, H, Nk, D, Dv)`` and sums the non-selected ones per query block
 (``O((Nk + Mq) · D · Dv)`` memory).
 """
 
@@ -183,7 +183,9 @@ def linear_branch(
     """O_l from φ(q), φ(k) (fp32, differentiable); ``lut=None`` means all keys, else the complement of the LUT.
 
     Complement: per-key-block states S_n = Σ_{j∈n} φ(k_j) v_jᵀ ``(B, H, Nk, D, Dv)`` and z_n = Σ φ(k_j); per query
-    block, S_c = Σ_n S_n − Σ_{n ∈ C_m} S_n (the SLA-1 subtraction; memory O((Nk + Mq)·D·Dv)).
+    block, S_c = Σ_{n ∉ C_m} S_n as one matmul of the complement map ``(Mq, Nk)`` with the states (SLA-1 subtracts
+    the selected states from the total instead; summing the complement avoids the cancellation). Memory
+    O((Nk + Mq)·D·Dv), compute 2·Mq·Nk·D·Dv per head.
     """
     v = v.float()
     if lut is None:
@@ -197,13 +199,11 @@ def linear_branch(
         return fq.new_zeros((b, h, lq, dv))
     kb = F.pad(fk, (0, 0, 0, n_kb * block_k - lk)).unflatten(-2, (n_kb, block_k))
     vb = F.pad(v, (0, 0, 0, n_kb * block_k - lk)).unflatten(-2, (n_kb, block_k))
-    s_blocks = kb.transpose(-1, -2) @ vb  # (B, H, Nk, D, Dv)
+    s_blocks = (kb.transpose(-1, -2) @ vb).flatten(-2)  # (B, H, Nk, D·Dv)
     z_blocks = kb.sum(-2)  # (B, H, Nk, D)
-    idx = lut.long().flatten(-2)
-    s_sel = s_blocks.gather(2, idx[..., None, None].expand(-1, -1, -1, d, dv)).unflatten(2, lut.shape[-2:]).sum(3)
-    z_sel = z_blocks.gather(2, idx[..., None].expand(-1, -1, -1, d)).unflatten(2, lut.shape[-2:]).sum(3)
-    s_c = s_blocks.sum(2, keepdim=True) - s_sel  # (B, H, Mq, D, Dv)
-    z_c = z_blocks.sum(2, keepdim=True) - z_sel  # (B, H, Mq, D)
+    complement = (~block_mask_from_lut(lut, n_kb)).to(fk.dtype)  # (B, H, Mq, Nk)
+    s_c = (complement @ s_blocks).unflatten(-1, (d, dv))  # (B, H, Mq, D, Dv)
+    z_c = complement @ z_blocks  # (B, H, Mq, D)
     qb = F.pad(fq, (0, 0, 0, n_qb * block_q - lq)).unflatten(-2, (n_qb, block_q))  # (B, H, Mq, bq, D)
     pad_rows = (torch.arange(n_qb * block_q, device=fq.device) >= lq).view(n_qb, block_q, 1)
     den = ((qb @ z_c[..., None]) + eps).masked_fill(pad_rows, 1.0)  # padded rows: no 0/0 to poison the backward

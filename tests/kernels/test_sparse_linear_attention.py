@@ -124,6 +124,7 @@ CASES = [
     (130, 100, 24, 24, 16, 16, 0.2, "all", "relu", torch.bfloat16),  # one key block per query block
     (70, 70, 16, 16, 32, 16, 1.0, "complement", "softmax", torch.bfloat16),
     (96, 96, 24, 24, 32, 32, 0.5, "all", "softmax", torch.bfloat16),  # Lq == Lk: fused linear-attention op
+    (300, 300, 64, 64, 128, 64, 0.4, "complement", "relu", torch.float16),  # the official block shape
 ]
 
 
@@ -187,6 +188,22 @@ def test_custom_op_registration():
                                                                  scale=0.25)[0].sum(), (q, k, v))  # fmt: skip
     for a, b in zip((dq, dk, dv), want):
         assert _rel(a, b) < 1e-5
+
+
+@needs_kernels
+@pytest.mark.parametrize("linear_keys", ["all", "complement"])
+def test_compiles_without_graph_breaks(linear_keys):
+    """torch.compile(fullgraph=True) sees the custom ops (fake implementations) and matches eager, with gradients."""
+    q, k, v = _inputs(1, 2, 80, 80, 16, 16)
+
+    def fn(q, k, v):
+        return sparse_linear_attention(q, k, v, topk=0.5, block_q=16, block_k=16, linear_keys=linear_keys,
+                                       backend="triton")  # fmt: skip
+
+    got = _outputs_and_grads(torch.compile(fn, fullgraph=True, backend="aot_eager"), q, k, v)
+    want = _outputs_and_grads(fn, q, k, v)
+    for a, b in zip(got, want):
+        assert _rel(a, b) < 1e-6
 
 
 # --------------------------------------------------------------------------------------------------
