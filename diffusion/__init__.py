@@ -26,4 +26,4 @@ from .models import (  # noqa: F401
 from .pipelines import LiTPipeline, LiTPixArtPipeline  # noqa: F401
 
 # SLA: sparse-linear attention in Wan / FLUX / UNet self-attention (registers linearize(method="sla"))
-from .sla import save_sla, sla_state_dict  # noqa: F401
+from .sla import load_turbodiffusion_wan, save_sla, sla_state_dict  # noqa: F401

@@ -30,13 +30,15 @@ from linzoo.weights import check_state_dict, load_state_dict_file
 
 from .linearize import LinearizeResult, _target_model, register_linearization
 
-__all__ = ["SLA_WEIGHTS_FILE", "save_sla", "sla_state_dict"]
+__all__ = ["SLA_WEIGHTS_FILE", "load_turbodiffusion_wan", "save_sla", "sla_state_dict"]
 
 #: file name :func:`save_sla` writes and ``linearize(..., weights=<folder>)`` looks for first.
 SLA_WEIGHTS_FILE = "sla_attention.safetensors"
 _FOLDER_FILES = (SLA_WEIGHTS_FILE, "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 _ORIGINAL_ATTR = "_linzoo_sla_original_processor"
 _KEY_MARK = ".sla.proj_l."
+#: where TurboDiffusion's Wan keeps each self-attention's SLA module (original Wan layout, ``self_attn`` blocks)
+_TURBO_MARK = ".attn_op.local_attn.proj_l."
 
 
 def _sla_layers(model: nn.Module) -> list[tuple[str, nn.Module, Any]]:
@@ -167,6 +169,65 @@ def save_sla(pipe_or_model: Any, path: str | os.PathLike) -> Path:
         path = path / SLA_WEIGHTS_FILE
     save_file({k: v.detach().contiguous().cpu() for k, v in sla_state_dict(pipe_or_model).items()}, str(path))
     return path
+
+
+def load_turbodiffusion_wan(
+    pipe_or_model: Any,
+    checkpoint: str | os.PathLike | dict[str, torch.Tensor],
+    *,
+    topk: float = 0.1,
+    block_q: int = 128,
+    block_k: int = 64,
+    backend: str = "auto",
+) -> LinearizeResult:
+    """Load a TurboDiffusion SLA checkpoint of Wan into a diffusers ``WanTransformer3DModel`` and linearise it.
+
+    TurboDiffusion (thu-ml/TurboDiffusion, the SLA authors' Wan release: ``TurboWan2.1-T2V-1.3B-480P.pth``,
+    ``TurboWan2.1-T2V-14B-{480,720}P.pth``, ``TurboWan2.2-I2V-A14B-{high,low}-720P.pth``) ships the whole fine-tuned
+    Wan in the original Wan layout, each self-attention's SLA ``proj_l`` under
+    ``blocks.{i}.self_attn.attn_op.local_attn.proj_l``. The Wan weights go through diffusers' own converter
+    (``convert_wan_transformer_to_diffusers``) and must match the model key for key; ``proj_l`` becomes
+    ``blocks.{i}.attn1.sla.proj_l``. Defaults follow TurboDiffusion's inference (``--sla_topk 0.1``; blocks of
+    128 queries x 64 keys; softmax feature map; linear branch over all keys). The checkpoints are also rCM
+    step-distilled: sample with the few steps and sampler TurboDiffusion uses, which diffusers' Wan pipelines
+    do not reproduce. The ``-quant`` (int8) checkpoints are not supported. Wan 2.2 A14B has two experts:
+    load the high-noise file into ``pipe.transformer`` and the low-noise one into ``pipe.transformer_2``.
+
+    Args:
+        pipe_or_model: a diffusers Wan pipeline (its ``transformer``) or a ``WanTransformer3DModel`` of the
+            checkpoint's size (e.g. from ``Wan-AI/Wan2.1-T2V-1.3B-Diffusers``).
+        checkpoint: the ``.pth`` / ``.safetensors`` file or its state dict (a ``{"state_dict": ...}`` training
+            checkpoint with ``net.`` prefixes is accepted too).
+        topk, block_q, block_k, backend: the SLA options of :func:`linzoo.diffusion.linearize`.
+    """
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    model = _target_model(pipe_or_model)
+    if isinstance(checkpoint, (str, os.PathLike)):
+        state, description = load_state_dict_file(Path(checkpoint)), str(checkpoint)
+    elif isinstance(checkpoint, dict):
+        state, description = checkpoint, "state dict"
+    else:
+        raise TypeError(f"checkpoint must be a file path or a state dict, got {type(checkpoint).__name__}")
+    if isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    state = {k.removeprefix("net."): v for k, v in state.items()}
+    if any("int8" in k for k in state):
+        raise ValueError(f"{description!r} is a quantized (-quant) TurboDiffusion checkpoint: use the unquantized file")
+    proj = {k: v for k, v in state.items() if _TURBO_MARK in k}
+    if not proj:
+        raise ValueError(f"{description!r} holds no SLA weights ('*{_TURBO_MARK}*'): not a TurboDiffusion checkpoint")
+    wan = convert_wan_transformer_to_diffusers({k: v for k, v in state.items() if _TURBO_MARK not in k})
+    own = {k: v for k, v in model.state_dict().items() if _KEY_MARK not in k}
+    check_state_dict(wan, own, what=f"Wan weights of {description!r}")
+    sla = {k.replace(".self_attn" + _TURBO_MARK, ".attn1" + _KEY_MARK): v for k, v in proj.items()}
+    result = _apply_sla(model, sla, topk=topk, block_q=block_q, block_k=block_k, linear_keys="all", backend=backend)
+    params = model.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for key, value in wan.items():
+            params[key].copy_(value)
+    result.weights = description
+    return result
 
 
 register_linearization("sla", _apply_sla, _remove_sla)

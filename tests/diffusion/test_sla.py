@@ -271,3 +271,70 @@ def test_pipeline_generates_with_sla_and_is_restored() -> None:
     assert (sparse - dense).abs().max() > 1e-4  # a quarter of the key blocks: not the dense image
     unlinearize(pipe)
     torch.testing.assert_close(pipe(**call, generator=torch.Generator().manual_seed(0)).images, dense)
+
+
+_WAN_TO_ORIGINAL = [  # diffusers -> original Wan names (the inverse of diffusers' convert_wan_transformer_to_diffusers)
+    ("condition_embedder.time_embedder.linear_1", "time_embedding.0"),
+    ("condition_embedder.time_embedder.linear_2", "time_embedding.2"),
+    ("condition_embedder.text_embedder.linear_1", "text_embedding.0"),
+    ("condition_embedder.text_embedder.linear_2", "text_embedding.2"),
+    ("condition_embedder.time_proj", "time_projection.1"),
+    ("attn1", "self_attn"),
+    ("attn2", "cross_attn"),
+    (".to_out.0.", ".o."),
+    (".to_q.", ".q."),
+    (".to_k.", ".k."),
+    (".to_v.", ".v."),
+    ("ffn.net.0.proj", "ffn.0"),
+    ("ffn.net.2", "ffn.2"),
+    ("norm2", "norm__swap"),
+    ("norm3", "norm2"),
+    ("norm__swap", "norm3"),
+    ("proj_out", "head.head"),
+]
+
+
+def turbodiffusion_checkpoint(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A linearised tiny diffusers Wan written in TurboDiffusion's layout (original Wan names, SLA in attn_op)."""
+    out = {}
+    for key, value in model.state_dict().items():
+        if ".sla.proj_l." in key:
+            out[key.replace(".attn1.sla.", ".self_attn.attn_op.local_attn.")] = value.clone()
+            continue
+        for new, old in _WAN_TO_ORIGINAL:
+            key = key.replace(new, old)
+        key = "head.modulation" if key == "scale_shift_table" else key.replace(".scale_shift_table", ".modulation")
+        out[key] = value.clone()
+    return out
+
+
+def test_turbodiffusion_checkpoint_loads_into_diffusers_wan(tmp_path) -> None:
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    from linzoo.diffusion import load_turbodiffusion_wan
+
+    source = tiny_wan()
+    linearize(source, method="sla", topk=0.5, block_q=BLOCK, block_k=BLOCK)
+    randomize_proj(source)
+    expected = run(source, wan_inputs())
+    checkpoint = turbodiffusion_checkpoint(source)
+    wan_only = {k: v for k, v in checkpoint.items() if "local_attn" not in k}
+    back = convert_wan_transformer_to_diffusers(dict(wan_only))  # the test's inverse is exact
+    assert back.keys() == {k for k in source.state_dict() if ".sla." not in k}
+    torch.save({"state_dict": {f"net.{k}": v for k, v in checkpoint.items()}}, tmp_path / "turbo.pth")
+
+    target = tiny_wan()
+    with torch.no_grad():
+        for param in target.parameters():
+            param.add_(torch.randn_like(param))
+    result = load_turbodiffusion_wan(target, tmp_path / "turbo.pth", topk=0.5, block_q=BLOCK, block_k=BLOCK)
+    assert result.num_replaced == 2 and result.weights.endswith("turbo.pth")
+    torch.testing.assert_close(run(target, wan_inputs()), expected, rtol=0, atol=0)
+
+    with pytest.raises(ValueError, match="quantized"):
+        load_turbodiffusion_wan(tiny_wan(), {**checkpoint, "blocks.0.ffn.0.int8_weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="no SLA weights"):
+        load_turbodiffusion_wan(tiny_wan(), wan_only)
+    del checkpoint["blocks.1.ffn.2.bias"]
+    with pytest.raises(StateDictMismatchError, match="missing"):
+        load_turbodiffusion_wan(tiny_wan(), checkpoint)
