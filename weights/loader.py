@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from .tf_checkpoint import is_tf_checkpoint, load_tf_checkpoint
+
 __all__ = [
     "EXTRA_ALLOWED_GLOBALS",
     "CheckpointLoadError",
@@ -86,8 +88,14 @@ class _AllowListPickleModule:
 
 
 def load_checkpoint_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """Read a ``.pth``/``.pt``/``.bin``/``.safetensors`` file without executing pickled code."""
+    """Read a ``.pth``/``.pt``/``.bin``/``.safetensors`` file without executing pickled code.
+
+    A TensorFlow checkpoint (``.tar.gz`` archive, ``.index`` file or prefix) is read by
+    :func:`linzoo.weights.tf_checkpoint.load_tf_checkpoint` into ``{TF variable name: tensor}`` (TF layouts).
+    """
     path = Path(path)
+    if is_tf_checkpoint(path):
+        return load_tf_checkpoint(path)
     if not path.is_file():
         raise CheckpointLoadError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
