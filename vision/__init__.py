@@ -4,7 +4,7 @@
 >>> model = timm.create_model("ravlt_s", features_only=True, out_indices=(1, 2, 3))
 """
 
-from . import inline, l2vit, ravlt, slab, soft, van, vig  # noqa: F401  (registers the models)
+from . import inline, l2vit, moat, ravlt, slab, soft, van, vig  # noqa: F401  (registers the models)
 from ._builder import list_linzoo_models
 
 __all__ = ["list_linzoo_models"]
