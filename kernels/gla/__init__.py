@@ -17,8 +17,12 @@ direction-wise log-decays) on ``(B, heads, L, D)`` tensors in ``O(L)`` memory, w
 The intra-chunk decays are differences of float32 cumulative log-decays, so their relative error is about
 ``|G| · 2^-24`` (``|G|`` the log-decay accumulated over a chunk): ~1e-5 for 64 tokens of -2 nats, far stronger than
 ViG's trained gates need. All arithmetic is float32 (bf16/fp16 inputs are upcast; the result is cast back to
-``v.dtype``); autograd differentiates it. There is **no Triton kernel** for this op yet (the official ViG uses a
-Triton recurrent kernel for inference); this chunked form is what the models run on every device.
+``v.dtype``); autograd differentiates it. This chunked form is the ``"torch"`` backend (every device).
+
+The ``"triton"`` backend (``backend="auto"`` on CUDA) is the fused recurrent kernel pair of
+:mod:`linzoo.kernels.gla.triton_gla` (forward and backward, both scans in one launch each), registered as the
+custom ops ``torch.ops.linzoo.bidirectional_gla`` / ``..._backward`` with fake implementations and autograd, so
+``torch.compile`` and ``torch.export`` see one opaque op; plain eager calls skip the dispatcher (as the other ops).
 """
 
 from __future__ import annotations
@@ -26,11 +30,74 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._backend import resolve_backend
 from .reference import bidirectional_gla_reference, gla_recurrent_reference
 
 __all__ = ["bidirectional_gla", "bidirectional_gla_reference", "gla_chunked", "gla_recurrent_reference"]
 
 _SUB_CHUNK = 16
+
+try:  # the fused kernels need Triton; without it only the chunked PyTorch form exists
+    from . import triton_gla as _triton_gla
+except ImportError:
+    _triton_gla = None
+
+
+@torch.library.custom_op("linzoo::bidirectional_gla", mutates_args=())
+def _gla_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gk_fwd: torch.Tensor, gk_bwd: torch.Tensor, scale: float
+) -> torch.Tensor:
+    return _triton_gla.forward(q, k, v, gk_fwd, gk_bwd, scale)
+
+
+@_gla_op.register_fake
+def _(q, k, v, gk_fwd, gk_bwd, scale):
+    return v.new_empty((*q.shape[:-1], v.shape[-1]))
+
+
+@torch.library.custom_op("linzoo::bidirectional_gla_backward", mutates_args=())
+def _gla_backward_op(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gk_fwd: torch.Tensor,
+    gk_bwd: torch.Tensor,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _triton_gla.backward(grad_out, q, k, v, gk_fwd, gk_bwd, scale)
+
+
+@_gla_backward_op.register_fake
+def _(grad_out, q, k, v, gk_fwd, gk_bwd, scale):
+    return tuple(torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v, gk_fwd, gk_bwd))
+
+
+def _setup_context(ctx, inputs, output):
+    *tensors, scale = inputs
+    ctx.save_for_backward(*tensors)
+    ctx.scale = scale
+
+
+def _backward(ctx, grad_out):
+    return (*_gla_backward_op(grad_out, *ctx.saved_tensors, ctx.scale), None)
+
+
+_gla_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerGLA(torch.autograd.Function):
+    """The custom op's kernels for plain eager calls, without the dispatcher's per-call host cost (as the other
+    ops); torch.compile, export and fake tensors use the custom op."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, gk_fwd, gk_bwd, scale):
+        _setup_context(ctx, (q, k, v, gk_fwd, gk_bwd, scale), None)
+        return _triton_gla.forward(q, k, v, gk_fwd, gk_bwd, scale)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return (*_triton_gla.backward(grad_out, *ctx.saved_tensors, ctx.scale), None)
 
 
 def _check_inputs(q, k, v, gk_fwd, gk_bwd, chunk_size) -> None:
@@ -116,6 +183,7 @@ def bidirectional_gla(
     gk_bwd: torch.Tensor,
     scale: float | None = None,
     chunk_size: int = 64,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Bidirectional GLA ``o^f + o^b`` (ViG's token mixer; definition in :mod:`linzoo.kernels.gla.reference`).
 
@@ -125,14 +193,24 @@ def bidirectional_gla(
             ``(B, heads, L, dk)``; position ``t`` of ``gk_bwd`` is the decay applied when the backward scan reaches
             token ``t``.
         scale: multiplies ``q``; defaults to ``dk^-1/2``.
-        chunk_size: tokens per chunk of the chunked form (1..16, or a multiple of 16).
+        chunk_size: tokens per chunk of the chunked form (1..16, or a multiple of 16; the Triton kernel ignores it).
+        backend: ``"auto"`` (Triton on CUDA, else the chunked form; honours ``LINZOO_KERNEL_BACKEND``),
+            ``"triton"`` (the fused kernels; on the CPU only under ``TRITON_INTERPRET=1``) or ``"torch"``.
 
     Returns:
-        ``(B, heads, L, dv)`` in ``v.dtype`` (computed in float32).
+        ``(B, heads, L, dv)`` in ``v.dtype`` (computed in float32), contiguous.
     """
     _check_inputs(q, k, v, gk_fwd, gk_bwd, chunk_size)
     if scale is None:
         scale = q.shape[-1] ** -0.5
+    fused_ok = _triton_gla is not None and q.shape[-1] <= _triton_gla.MAX_HEAD_DIM_K
+    if resolve_backend(backend, q.device, triton_supported=fused_ok) == "triton":
+        args = (q, k, v, gk_fwd, gk_bwd, float(scale))
+        if torch.compiler.is_compiling() or isinstance(q, torch._subclasses.FakeTensor):
+            return _gla_op(*args)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in args[:5]):
+            return _EagerGLA.apply(*args)
+        return _triton_gla.forward(*args)
     dtype = v.dtype
     with torch.autocast(q.device.type, enabled=False):
         q, k, v, gk_fwd, gk_bwd = (t.float() for t in (q, k, v, gk_fwd, gk_bwd))

@@ -1,13 +1,30 @@
-"""Bidirectional gated linear attention: the chunked form against the token-by-token recurrence."""
+"""Bidirectional gated linear attention: the chunked form and the fused Triton kernels (interpreter on the CPU)
+against the token-by-token recurrence; optional parity with the official ViG kernels (``LINZOO_GLA_OFFICIAL``)."""
 
 from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import linzoo.kernels
+from linzoo.kernels import gla as gla_module
 from linzoo.kernels.gla import bidirectional_gla, bidirectional_gla_reference, gla_chunked, gla_recurrent_reference
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+CUDA = torch.cuda.is_available()
+needs_kernels = pytest.mark.skipif(
+    gla_module._triton_gla is None or not (CUDA or INTERPRET),
+    reason="Triton kernels on the CPU need TRITON_INTERPRET=1",
+)
+DEVICE = "cuda" if CUDA else "cpu"
+NAMES = ("o", "dq", "dk", "dv", "dgk_fwd", "dgk_bwd")
 
 
 def _inputs(b, h, length, dk, dv, gate_scale=3.0, seed=0, dtype=torch.float32):
@@ -118,3 +135,243 @@ def test_bad_inputs_raise_clear_errors():
         bidirectional_gla(q, k, v, g_fwd, g_bwd, chunk_size=40)
     with pytest.raises(ValueError, match="chunk_size"):
         bidirectional_gla(q, k, v, g_fwd, g_bwd, chunk_size=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# the fused Triton kernels (interpreter on the CPU): forward and the five gradients against the recurrence
+# --------------------------------------------------------------------------------------------------
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))
+
+
+def _outputs_and_grads(fn, tensors, seed=7):
+    """The output and the gradients of ``<o, w>`` (w a fixed random tensor) w.r.t. q, k, v, gk_fwd, gk_bwd."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
+    out = fn(*leaves)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.device)
+    return (out, *torch.autograd.grad((out.float() * w).sum(), leaves))
+
+
+def _reference(*tensors, scale=None):
+    """The recurrence in fp32 on the (possibly rounded) inputs, cast like the op."""
+    return bidirectional_gla_reference(*(t.float() for t in tensors), scale=scale).to(tensors[2].dtype)
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    "shape, dtype, gate_div",
+    [
+        ((2, 2, 37, 16, 32), torch.float32, 4),  # odd L, strong-ish decays
+        ((1, 3, 50, 24, 48), torch.float32, 16),  # non-power-of-two dims (padded + masked), ViG's weak decays
+        ((2, 1, 9, 4, 80), torch.float32, 1),  # dv 80: several dv tiles (forward 32, backward 64 columns)
+        ((1, 1, 1, 8, 8), torch.float32, 4),  # one token: the middle of an odd L only
+        ((1, 2, 2, 8, 8), torch.float32, 4),
+        ((1, 2, 37, 16, 32), torch.bfloat16, 16),
+        ((1, 1, 24, 16, 24), torch.float16, 4),
+    ],
+)
+def test_triton_matches_recurrence(shape, dtype, gate_div):
+    b, h, length, dk, dv = shape
+    gen = torch.Generator().manual_seed(sum(shape))
+    q, k = torch.randn(2, b, h, length, dk, generator=gen).unbind(0)
+    v = torch.randn(b, h, length, dv, generator=gen)
+    g_fwd, g_bwd = (F.logsigmoid(3 * torch.randn(b, h, length, dk, generator=gen)) / gate_div for _ in range(2))
+    tensors = [t.to(DEVICE, dtype) for t in (q, k, v, g_fwd, g_bwd)]
+    got = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="triton"), tensors)
+    want = _outputs_and_grads(_reference, tensors)
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
+    for name, a, w in zip(NAMES, got, want):
+        assert a.dtype == w.dtype == dtype and a.shape == w.shape, name
+        if name.startswith("dgk") and length == 1:  # a single token: no decay is ever applied
+            assert not a.any(), name
+            continue
+        assert _rel(a, w) < tol, (name, _rel(a, w))
+
+
+@needs_kernels
+def test_triton_strong_decays_and_scale():
+    """Log-decays down to -60 per token and a custom scale: the recurrence never exponentiates a difference of
+    cumulative sums, so the kernel matches the reference as closely as for weak decays."""
+    q, k, v, g_fwd, g_bwd = (t.to(DEVICE) for t in _inputs(1, 2, 40, 8, 16, seed=9))
+    g_fwd = g_fwd * 200
+    g_bwd = torch.where(torch.rand(g_bwd.shape, generator=torch.Generator().manual_seed(3)).to(DEVICE) < 0.5,
+                        g_bwd * 200, g_bwd)  # fmt: skip
+    tensors = (q, k, v, g_fwd, g_bwd)
+    got = _outputs_and_grads(lambda *a: bidirectional_gla(*a, scale=0.7, backend="triton"), tensors)
+    want = _outputs_and_grads(lambda *a: _reference(*a, scale=0.7), tensors)
+    for name, a, w in zip(NAMES, got, want):
+        assert torch.isfinite(a).all(), name
+        assert _rel(a, w) < 1e-5, (name, _rel(a, w))
+
+
+@needs_kernels
+def test_triton_strided_inputs_and_chunked_form_agree():
+    """ViG's layout (heads split off a (B, L, C) projection: (B, H, L, D) views with a unit last stride, read in
+    place) and a non-unit last stride (copied); the Triton and chunked backends agree, gradients included."""
+    b, h, length, dk, dv = 2, 2, 29, 8, 16
+    gen = torch.Generator().manual_seed(11)
+    proj = torch.randn(b, length, h * (4 * dk + dv), generator=gen).to(DEVICE)
+    q, k, g_fwd, g_bwd, v = proj.split([h * dk] * 4 + [h * dv], dim=-1)
+    heads = lambda t: t.reshape(b, length, h, -1).transpose(1, 2)
+    g_fwd, g_bwd = F.logsigmoid(g_fwd) / 4, F.logsigmoid(g_bwd) / 4
+    tensors = [heads(t) for t in (q, k, v, g_fwd, g_bwd)]
+    tensors[1] = tensors[1].transpose(-1, -2).contiguous().transpose(-1, -2)  # k: last stride L
+    assert tensors[0].stride(-1) == 1 and not tensors[0].is_contiguous() and tensors[1].stride(-1) != 1
+    got = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="triton"), tensors)
+    chunked = _outputs_and_grads(lambda *a: bidirectional_gla(*a, chunk_size=16, backend="torch"), tensors)
+    want = _outputs_and_grads(_reference, tensors)
+    for name, a, c, w in zip(NAMES, got, chunked, want):
+        assert _rel(a, w) < 1e-5 and _rel(c, w) < 1e-4 and _rel(a, c) < 1e-4, name
+    assert got[0].is_contiguous()
+
+
+@needs_kernels
+def test_backend_dispatch(monkeypatch):
+    """``auto`` is the chunked form on the CPU and honours ``LINZOO_KERNEL_BACKEND``; the Triton path runs the
+    kernel (not the chunked form) and builds no autograd node for inference."""
+    tensors = _inputs(1, 1, 6, 4, 4, seed=12)
+    calls = []
+    forward = gla_module._triton_gla.forward
+    monkeypatch.setattr(gla_module._triton_gla, "forward", lambda *a: calls.append(1) or forward(*a))
+    bidirectional_gla(*tensors)
+    assert calls == [] or CUDA
+    monkeypatch.setenv("LINZOO_KERNEL_BACKEND", "triton")
+    out = bidirectional_gla(*tensors)
+    assert calls and out.grad_fn is None
+    torch.testing.assert_close(out, bidirectional_gla_reference(*tensors), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="backend"):
+        bidirectional_gla(*tensors, backend="cuda")
+
+
+@needs_kernels
+def test_custom_op_registration():
+    """The custom op passes torch.library's checks (schema, fake tensor, autograd registration)."""
+    tensors = [t.to(DEVICE).requires_grad_() for t in _inputs(1, 2, 5, 4, 8, seed=13)]
+    torch.library.opcheck(
+        gla_module._gla_op, (*tensors, 0.5), test_utils=("test_schema", "test_autograd_registration", "test_faketensor")
+    )
+    with torch._subclasses.FakeTensorMode():
+        fake = [torch.empty(t.shape, dtype=torch.bfloat16, device=DEVICE) for t in tensors]
+        out = bidirectional_gla(*fake, backend="triton")
+        assert out.shape == (1, 2, 5, 8) and out.dtype == torch.bfloat16
+
+
+# --------------------------------------------------------------------------------------------------
+# parity with the official kernel (only where its source is given: LINZOO_GLA_OFFICIAL=<dir holding the `fla`
+# package of hustvl/ViG's vendored flash-linear-attention, at least fla/ops/utils.py and
+# fla/ops/gla/recurrent_fuse.py>; runs under the interpreter like the rest)
+# --------------------------------------------------------------------------------------------------
+OFFICIAL = os.environ.get("LINZOO_GLA_OFFICIAL", "")
+
+
+def _official_module():
+    path = Path(OFFICIAL) / "fla" / "ops" / "gla" / "recurrent_fuse.py"
+    utils = importlib.util.spec_from_file_location("fla.ops.utils", Path(OFFICIAL) / "fla" / "ops" / "utils.py")
+    saved = {name: sys.modules.get(name) for name in ("fla", "fla.ops", "fla.ops.utils")}
+    try:  # the file imports `fla.ops.utils.contiguous`: provide that module alone, not the whole fla package
+        for name in ("fla", "fla.ops"):
+            sys.modules[name] = type(sys)(name)
+        sys.modules["fla.ops.utils"] = importlib.util.module_from_spec(utils)
+        utils.loader.exec_module(sys.modules["fla.ops.utils"])
+        spec = importlib.util.spec_from_file_location("vig_official_recurrent_fuse", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        for name, mod in saved.items():
+            if mod is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = mod
+    return module
+
+
+@needs_kernels
+@pytest.mark.skipif(not OFFICIAL, reason="set LINZOO_GLA_OFFICIAL to a copy of hustvl/ViG's vendored fla")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_matches_official_kernels(dtype):
+    """The forward against ``bid_fused_recurrent_gla`` (what ViG runs in eval: it returns ``(o^f + o^b) / 2`` and
+    has no working backward), the gradients against two calls of the official ``fused_recurrent_gla`` autograd
+    function, forward and ``reverse=True`` (its backward kernel and its dgk cumsum)."""
+    official = _official_module()
+    b, h, length, dk, dv = 2, 2, 37, 16, 32  # the official kernels need power-of-two head dims
+    gen = torch.Generator().manual_seed(21)
+    q, k = torch.randn(2, b, h, length, dk, generator=gen).unbind(0)
+    v = torch.randn(b, h, length, dv, generator=gen)
+    g_fwd, g_bwd = (F.logsigmoid(3 * torch.randn(b, h, length, dk, generator=gen)) / 4 for _ in range(2))
+    tensors = [t.to(DEVICE, dtype) for t in (q, k, v, g_fwd, g_bwd)]
+    ours = bidirectional_gla(*tensors, backend="triton")
+    with torch.no_grad():
+        theirs = 2 * official.bid_fused_recurrent_gla(*tensors[:3], torch.cat(tensors[3:]), None)[0].float()
+    tol = 1e-5 if dtype == torch.float32 else 1.6e-2
+    assert _rel(ours, theirs) < tol
+
+    def official_pair(q, k, v, g_fwd, g_bwd):
+        fwd = official.FusedRecurrentGLAFunction.apply(q, k, v, g_fwd, None, dk**-0.5, None, False, False)[0]
+        bwd = official.FusedRecurrentGLAFunction.apply(q, k, v, g_bwd, None, dk**-0.5, None, False, True)[0]
+        return fwd.float() + bwd.float()
+
+    tensors32 = [t.float() for t in tensors]  # the official backward returns fp32 gate gradients
+    got = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="triton"), tensors32)
+    want = _outputs_and_grads(official_pair, tensors32)
+    for name, a, w in zip(NAMES, got, want):
+        assert _rel(a, w) < 1e-5, (name, _rel(a, w))
+
+
+# --------------------------------------------------------------------------------------------------
+# model level: ViG-T with the kernel vs the chunked form (interpreter, a tiny input)
+# --------------------------------------------------------------------------------------------------
+@needs_kernels
+def test_vig_t_same_output_with_either_backend(monkeypatch):
+    from linzoo.vision.vig import vig_t
+
+    model = vig_t(pretrained=False).eval().to(DEVICE)
+    x = torch.randn(1, 3, 40, 40, generator=torch.Generator().manual_seed(5)).to(DEVICE)  # a 3 x 3 token grid
+    outputs = {}
+    start = time.perf_counter()
+    for backend in ("torch", "triton"):
+        monkeypatch.setenv("LINZOO_KERNEL_BACKEND", backend)
+        with torch.no_grad():
+            outputs[backend] = model(x)
+    assert time.perf_counter() - start < 60
+    torch.testing.assert_close(outputs["triton"], outputs["torch"], rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# GPU: ViG's shapes (224 px stages, 1024 px), torch.compile
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [
+        ((64, 6, 196, 32, 64), torch.bfloat16),  # ViG-S @224
+        ((32, 3, 196, 32, 64), torch.float32),  # ViG-T @224
+        ((16, 3, 3136, 16, 32), torch.bfloat16),  # ViG-H-T stage 1 @224
+        ((64, 24, 49, 16, 32), torch.bfloat16),  # ViG-H-T stage 4 @224
+        ((2, 3, 4096, 32, 64), torch.bfloat16),  # ViG-T @1024
+    ],
+)
+def test_gpu_vig_shapes(shape, dtype):
+    b, h, length, dk, dv = shape
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k = (torch.randn(b, h, length, dk, device="cuda", generator=gen) for _ in range(2))
+    v = torch.randn(b, h, length, dv, device="cuda", generator=gen)
+    gates = [F.logsigmoid(torch.randn(b, h, length, dk, device="cuda", generator=gen) * 3) / 16 for _ in range(2)]
+    tensors = [t.to(dtype) for t in (q, k, v, *gates)]
+    got = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="triton"), tensors)
+    want = _outputs_and_grads(lambda *a: bidirectional_gla(*(t.float() for t in a), backend="torch").to(dtype), tensors)
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    for name, a, w in zip(NAMES, got, want):
+        assert torch.isfinite(a).all(), name
+        assert _rel(a, w) < tol, (name, _rel(a, w))
+
+
+@pytest.mark.gpu
+def test_gpu_compiled_without_graph_breaks():
+    tensors = [t.cuda().requires_grad_() for t in _inputs(4, 3, 196, 32, 64, seed=1)]
+    fn = torch.compile(lambda *a: bidirectional_gla(*a, backend="triton") * 2, fullgraph=True)
+    got = _outputs_and_grads(fn, tensors)
+    want = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="triton") * 2, tensors)
+    for name, a, w in zip(NAMES, got, want):
+        assert _rel(a, w) < 1e-6, name

@@ -1,0 +1,292 @@
+"""Fused Triton kernels of the bidirectional GLA (ViG's token mixer): forward and backward, fused recurrent form.
+
+Maths (:mod:`linzoo.kernels.gla.reference`), per (batch, head), ``a = exp(g)``, ``s`` the scale::
+
+    S^f_t = a^f_t ⊙ S^f_{t-1} + k_t v_t^T,  S^b_t = a^b_t ⊙ S^b_{t+1} + k_t v_t^T,  o_t = s q_t^T (S^f_t + S^b_t)
+
+**Algorithm: fused recurrent** (as ViG's own ``bid_fused_recurrent_gla``, with both scans in one launch), chosen
+over a chunked tensor-core form for these reasons, with the H100 in mind:
+
+- *exactness for any decay*: the recurrence multiplies the state by ``exp(g_t) <= 1`` token by token, so no
+  exponent of a difference of cumulative log-decays appears and nothing can overflow or lose precision however
+  strong the gates are (a chunked form needs sub-block references and pairwise exact diagonal blocks for that,
+  see :func:`linzoo.kernels.gla.gla_chunked`);
+- *ViG's shapes*: L = 49..4096 tokens (224 px: 196 for ViG-T/S/B, 3136/784/196/49 for ViG-H; 4096 at 1024 px)
+  and B·heads = 192..1536 (batch 64–128), so the sequential depth is modest and ``B · heads · dv/BV`` one- or
+  two-warp programs fill the 132 SMs; the op is memory-bound (kernels.md §5.3: ~13 µs floor for ViG-S @224),
+  and with dk = 16/32, dv = 32/64 a 16×16 tensor-core tile would be mostly padding for the state products;
+- *one launch, O(1) extra memory*: no per-chunk states are stored (the chunked form keeps ``L/C · dk · dv``
+  fp32 per head), and the backward recomputes the states instead of saving them.
+
+The cost of the choice is latency: each program walks its L tokens one after the other, so at L = 3136
+(ViG-H stage 1) the forward is bounded by ~L dependent steps, not by bandwidth; a chunked kernel would be the
+next step for high-resolution ViG-H if the GPU benchmark (``benchmarks/gla.py``) shows that stage dominating.
+
+Forward (:func:`_bgla_fwd_kernel`): program ``(i_v, b·H + h)`` holds both states for dv columns
+``[i_v·BV, (i_v+1)·BV)`` and all dk rows (a ``DKP × BV`` fp32 tile each; the q·S contraction runs over dk) and
+steps the forward scan over ``t = i`` and the backward scan over ``t = L-1-i`` in the same iteration. Position
+``t`` gets its two contributions at steps ``t`` and ``L-1-t``: the loop is cut in halves; in the first half
+every visit is the first one to its token and its partial output is stored in fp32 (in the output itself when
+that is fp32, else in a scratch buffer), and after a barrier the second half adds its contribution to the
+stored partial and writes the output once (the middle token of an odd L gets both in the same step).
+
+Backward (:func:`_bgla_bwd_kernel`), with ``dH`` the adjoint of a state (``dH^f_t = s q_t do_t^T + a^f_{t+1}
+⊙ dH^f_{t+1}``, ``dH^b_t = s q_t do_t^T + a^b_{t-1} ⊙ dH^b_{t-1}``), two sweeps per program:
+
+- sweep A, ``t = 0 .. L-1``: ``S^f`` gives ``dq^f_t = s S^f_t do_t``; ``dH^b`` gives ``dk^b_t = dH^b_t v_t``
+  and ``dv^b_t = dH^b_t^T k_t``; all three are stored (fp32);
+- sweep B, ``t = L-1 .. 0``: ``S^b`` gives ``dq^b``, ``dH^f`` gives ``dk^f, dv^f``; the sweep-A terms are read
+  back and the totals written. The log-decay gradients follow from ``r_t = q_t ⊙ dq_t - k_t ⊙ dk_t`` of each
+  direction: ``dg^f_t = Σ_{s>=t} r^f_s`` and ``dg^b_t = Σ_{s<=t} r^b_s = -Σ_{s>t} r^b_s`` (the sum of ``r``
+  over all tokens is 0: ``q ⊙ dq`` and ``k ⊙ dk`` sum the same key–query pairs), both suffix sums, so they
+  accumulate in registers during sweep B (``dg^f_0`` and ``dg^b_{L-1}``, exactly 0, are written as 0). As in
+  fla's fused recurrent backward, a gate gradient is a sum of many ``r`` terms, so its absolute error is about
+  ``2^-24 · Σ_s |r_s|`` (relative to the largest gate gradient: ~1e-7 in fp32).
+
+With several dv tiles (dv > BV) the programs write per-tile partials of dq, dk and the gate gradients (linear
+in the tile's columns) and the host adds them. All state arithmetic is fp32; inputs of any float dtype (and
+mixed dtypes) are read as they are, rows must have a unit last stride (other strides are arguments).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._backend import next_pow2
+from .._launch import launch
+
+__all__ = ["MAX_HEAD_DIM_K", "backward", "forward", "launch_config"]
+
+MAX_HEAD_DIM_K = 256  # the dk axis of the state tile is held whole by one program
+
+
+@triton.jit
+def _row(ptr, t, st, mask):
+    """Row ``t`` of a (L, D) slice (unit last stride) as fp32; zero where masked."""
+    return tl.load(ptr + t * st, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _bgla_fwd_kernel(
+    Q, K, V, GF, GB, OUT, PART,
+    H, L,
+    s_qb, s_qh, s_qt,
+    s_kb, s_kh, s_kt,
+    s_vb, s_vh, s_vt,
+    s_fb, s_fh, s_ft,
+    s_gb, s_gh, s_gt,
+    scale,
+    DK: tl.constexpr, DV: tl.constexpr, DKP: tl.constexpr, BV: tl.constexpr,
+):  # fmt: skip
+    """``OUT[b, h, t, cols] = s q_t^T (S^f_t + S^b_t)[:, cols]``; ``PART``: fp32 (B, H, L, DV) scratch for the
+    first-visited partial (``OUT`` itself when it is fp32)."""
+    i_v = tl.program_id(0)
+    pid = tl.program_id(1)
+    b = (pid // H).to(tl.int64)
+    h = (pid % H).to(tl.int64)
+    rk = tl.arange(0, DKP)
+    cv = i_v * BV + tl.arange(0, BV)
+    mk = rk < DK
+    mv = cv < DV
+    q_ptr = Q + b * s_qb + h * s_qh + rk
+    k_ptr = K + b * s_kb + h * s_kh + rk
+    v_ptr = V + b * s_vb + h * s_vh + cv
+    f_ptr = GF + b * s_fb + h * s_fh + rk
+    g_ptr = GB + b * s_gb + h * s_gh + rk
+    o_ptr = OUT + pid.to(tl.int64) * L * DV + cv
+    p_ptr = PART + pid.to(tl.int64) * L * DV + cv
+    s_f = tl.zeros((DKP, BV), dtype=tl.float32)
+    s_b = tl.zeros((DKP, BV), dtype=tl.float32)
+    half = L // 2
+    for i in range(0, half):  # first visits: store the fp32 partials
+        tf = i
+        tb = L - 1 - i
+        s_f = s_f * tl.exp(_row(f_ptr, tf, s_ft, mk))[:, None] + (
+            _row(k_ptr, tf, s_kt, mk)[:, None] * _row(v_ptr, tf, s_vt, mv)[None, :]
+        )
+        s_b = s_b * tl.exp(_row(g_ptr, tb, s_gt, mk))[:, None] + (
+            _row(k_ptr, tb, s_kt, mk)[:, None] * _row(v_ptr, tb, s_vt, mv)[None, :]
+        )
+        o_f = tl.sum(s_f * (_row(q_ptr, tf, s_qt, mk) * scale)[:, None], 0)
+        o_b = tl.sum(s_b * (_row(q_ptr, tb, s_qt, mk) * scale)[:, None], 0)
+        tl.store(p_ptr + tf * DV, o_f, mask=mv)
+        tl.store(p_ptr + tb * DV, o_b, mask=mv)
+    tl.debug_barrier()  # the partials are read back below, possibly by other threads of the program
+    for i in range(half, L):  # second visits: partial + this direction's term, written once
+        tf = i
+        tb = L - 1 - i
+        s_f = s_f * tl.exp(_row(f_ptr, tf, s_ft, mk))[:, None] + (
+            _row(k_ptr, tf, s_kt, mk)[:, None] * _row(v_ptr, tf, s_vt, mv)[None, :]
+        )
+        s_b = s_b * tl.exp(_row(g_ptr, tb, s_gt, mk))[:, None] + (
+            _row(k_ptr, tb, s_kt, mk)[:, None] * _row(v_ptr, tb, s_vt, mv)[None, :]
+        )
+        o_f = tl.sum(s_f * (_row(q_ptr, tf, s_qt, mk) * scale)[:, None], 0)
+        o_b = tl.sum(s_b * (_row(q_ptr, tb, s_qt, mk) * scale)[:, None], 0)
+        two = tf != tb  # the middle token of an odd L is visited by both scans in the same step
+        p_f = tl.load(p_ptr + tf * DV, mask=mv & two, other=0.0)
+        p_b = tl.load(p_ptr + tb * DV, mask=mv & two, other=0.0)
+        tl.store(o_ptr + tf * DV, (p_f + o_f + tl.where(two, 0.0, o_b)).to(OUT.dtype.element_ty), mask=mv)
+        tl.store(o_ptr + tb * DV, (p_b + o_b).to(OUT.dtype.element_ty), mask=mv & two)
+
+
+@triton.jit
+def _bgla_bwd_kernel(
+    Q, K, V, GF, GB, DO, DQ, DK_, DV_, DGF, DGB,
+    H, L, BH,
+    s_qb, s_qh, s_qt,
+    s_kb, s_kh, s_kt,
+    s_vb, s_vh, s_vt,
+    s_fb, s_fh, s_ft,
+    s_gb, s_gh, s_gt,
+    s_ob, s_oh, s_ot,
+    scale,
+    DK: tl.constexpr, DV: tl.constexpr, DKP: tl.constexpr, BV: tl.constexpr,
+):  # fmt: skip
+    """Gradients of one program's dv tile: ``DQ, DK_, DGF, DGB`` fp32 ``(NV, B, H, L, DK)`` per-tile partials,
+    ``DV_`` fp32 ``(B, H, L, DV)`` (complete: the tile holds every dk row)."""
+    i_v = tl.program_id(0)
+    pid = tl.program_id(1)
+    b = (pid // H).to(tl.int64)
+    h = (pid % H).to(tl.int64)
+    rk = tl.arange(0, DKP)
+    cv = i_v * BV + tl.arange(0, BV)
+    mk = rk < DK
+    mv = cv < DV
+    q_ptr = Q + b * s_qb + h * s_qh + rk
+    k_ptr = K + b * s_kb + h * s_kh + rk
+    v_ptr = V + b * s_vb + h * s_vh + cv
+    f_ptr = GF + b * s_fb + h * s_fh + rk
+    g_ptr = GB + b * s_gb + h * s_gh + rk
+    do_ptr = DO + b * s_ob + h * s_oh + cv
+    part = (i_v * BH + pid).to(tl.int64) * L * DK + rk
+    dq_ptr = DQ + part
+    dk_ptr = DK_ + part
+    df_ptr = DGF + part
+    db_ptr = DGB + part
+    dv_ptr = DV_ + pid.to(tl.int64) * L * DV + cv
+
+    # sweep A, t = 0 .. L-1: forward state -> dq^f; adjoint of the backward state -> dk^b, dv^b
+    s_f = tl.zeros((DKP, BV), dtype=tl.float32)
+    dh_b = tl.zeros((DKP, BV), dtype=tl.float32)
+    for t in range(0, L):
+        k = _row(k_ptr, t, s_kt, mk)
+        v = _row(v_ptr, t, s_vt, mv)
+        do = _row(do_ptr, t, s_ot, mv)
+        s_f = s_f * tl.exp(_row(f_ptr, t, s_ft, mk))[:, None] + k[:, None] * v[None, :]
+        dh_b += (_row(q_ptr, t, s_qt, mk) * scale)[:, None] * do[None, :]
+        tl.store(dq_ptr + t * DK, tl.sum(s_f * do[None, :], 1) * scale, mask=mk)
+        tl.store(dk_ptr + t * DK, tl.sum(dh_b * v[None, :], 1), mask=mk)
+        tl.store(dv_ptr + t * DV, tl.sum(dh_b * k[:, None], 0), mask=mv)
+        dh_b = dh_b * tl.exp(_row(g_ptr, t, s_gt, mk))[:, None]  # dH^b_{t+1} receives a^b_t ⊙ dH^b_t
+    tl.debug_barrier()  # sweep B reads the stored terms back, possibly from other threads of the program
+
+    # sweep B, t = L-1 .. 0: backward state -> dq^b; adjoint of the forward state -> dk^f, dv^f; totals
+    s_b = tl.zeros((DKP, BV), dtype=tl.float32)
+    dh_f = tl.zeros((DKP, BV), dtype=tl.float32)
+    acc_f = tl.zeros((DKP,), dtype=tl.float32)  # Σ_{s>=t} r^f_s
+    acc_b = tl.zeros((DKP,), dtype=tl.float32)  # Σ_{s>t} r^b_s
+    for i in range(0, L):
+        t = L - 1 - i
+        q = _row(q_ptr, t, s_qt, mk)
+        k = _row(k_ptr, t, s_kt, mk)
+        v = _row(v_ptr, t, s_vt, mv)
+        do = _row(do_ptr, t, s_ot, mv)
+        s_b = s_b * tl.exp(_row(g_ptr, t, s_gt, mk))[:, None] + k[:, None] * v[None, :]
+        dh_f += (q * scale)[:, None] * do[None, :]
+        dq_b = tl.sum(s_b * do[None, :], 1) * scale
+        dk_f = tl.sum(dh_f * v[None, :], 1)
+        dv_f = tl.sum(dh_f * k[:, None], 0)
+        dh_f = dh_f * tl.exp(_row(f_ptr, t, s_ft, mk))[:, None]  # dH^f_{t-1} receives a^f_t ⊙ dH^f_t
+        dq_f = tl.load(dq_ptr + t * DK, mask=mk, other=0.0)
+        dk_b = tl.load(dk_ptr + t * DK, mask=mk, other=0.0)
+        dv_b = tl.load(dv_ptr + t * DV, mask=mv, other=0.0)
+        acc_f += q * dq_f - k * dk_f
+        tl.store(df_ptr + t * DK, tl.where(t == 0, 0.0, acc_f), mask=mk)  # exactly 0 (Σ_s r^f_s = 0) at t = 0
+        tl.store(db_ptr + t * DK, -acc_b, mask=mk)
+        acc_b += q * dq_b - k * dk_b
+        tl.store(dq_ptr + t * DK, dq_f + dq_b, mask=mk)
+        tl.store(dk_ptr + t * DK, dk_f + dk_b, mask=mk)
+        tl.store(dv_ptr + t * DV, dv_f + dv_b, mask=mv)
+
+
+def launch_config(dk: int, dv: int, backward: bool = False) -> dict:
+    """``DKP`` (dk padded to a power of two), ``BV`` (the dv tile) and ``num_warps`` of a launch.
+
+    The forward takes 32-column dv tiles (more programs: ViG-S @224 has B·H = 384 heads, 768 programs at dv = 64);
+    the backward 64 (one tile at ViG's dv, so dq/dk/dg need no cross-tile sum). Warps grow with the tile so a
+    thread holds at most 32 fp32 of each of the two states it carries."""
+    dkp = max(16, next_pow2(dk))
+    bv = min(max(16, next_pow2(dv)), 64 if backward else 32)
+    warps = max(1, min(8, dkp * bv // 1024))
+    return {"DKP": dkp, "BV": bv, "num_warps": warps}
+
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with a unit last stride (copied only if not) and its per-token offsets within int32."""
+    if t.stride(-1) != 1:
+        t = t.contiguous()
+    if (t.shape[2] - 1) * t.stride(2) + t.shape[3] >= 2**31:
+        raise ValueError(f"a (batch, head) slice of {tuple(t.shape)} spans more than 2^31 elements")
+    return t
+
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gk_fwd: torch.Tensor, gk_bwd: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """``o^f + o^b``: ``q, k, gk_*`` ``(B, H, L, dk)``, ``v`` ``(B, H, L, dv)``; returns contiguous
+    ``(B, H, L, dv)`` in ``v.dtype``."""
+    q, k, v, gk_fwd, gk_bwd = (_rows(t) for t in (q, k, v, gk_fwd, gk_bwd))
+    b, h, length, dk = q.shape
+    dv = v.shape[-1]
+    out = torch.empty((b, h, length, dv), device=v.device, dtype=v.dtype)
+    part = out if out.dtype == torch.float32 else torch.empty_like(out, dtype=torch.float32)
+    cfg = launch_config(dk, dv)
+    warps = cfg.pop("num_warps")
+    launch(
+        _bgla_fwd_kernel, (-(-dv // cfg["BV"]), b * h),
+        q, k, v, gk_fwd, gk_bwd, out, part,
+        h, length,
+        *_strides(q), *_strides(k), *_strides(v), *_strides(gk_fwd), *_strides(gk_bwd),
+        float(scale),
+        DK=dk, DV=dv, **cfg, num_warps=warps, num_stages=1,
+    )  # fmt: skip
+    return out
+
+
+def backward(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gk_fwd: torch.Tensor,
+    gk_bwd: torch.Tensor,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv, dgk_fwd, dgk_bwd)`` for ``grad_out`` = dL/do, each contiguous in its input's dtype."""
+    dtypes = [t.dtype for t in (q, k, v, gk_fwd, gk_bwd)]
+    q, k, v, gk_fwd, gk_bwd, grad_out = (_rows(t) for t in (q, k, v, gk_fwd, gk_bwd, grad_out))
+    b, h, length, dk = q.shape
+    dv = v.shape[-1]
+    cfg = launch_config(dk, dv, backward=True)
+    warps = cfg.pop("num_warps")
+    nv = -(-dv // cfg["BV"])
+    partials = torch.empty((4, nv, b, h, length, dk), device=q.device, dtype=torch.float32)
+    d_v = torch.empty((b, h, length, dv), device=q.device, dtype=torch.float32)
+    launch(
+        _bgla_bwd_kernel, (nv, b * h),
+        q, k, v, gk_fwd, gk_bwd, grad_out, partials[0], partials[1], d_v, partials[2], partials[3],
+        h, length, b * h,
+        *_strides(q), *_strides(k), *_strides(v), *_strides(gk_fwd), *_strides(gk_bwd), *_strides(grad_out),
+        float(scale),
+        DK=dk, DV=dv, **cfg, num_warps=warps, num_stages=1,
+    )  # fmt: skip
+    grads = partials[:, 0] if nv == 1 else partials.sum(1)
+    d_q, d_k, d_gf, d_gb = grads.unbind(0)
+    return tuple(g.to(dt) for g, dt in zip((d_q, d_k, d_v, d_gf, d_gb), dtypes))
