@@ -24,7 +24,8 @@ Backends (``backend="auto"`` honours ``LINZOO_KERNEL_BACKEND``, else Triton on C
   identity feature map on φ(q), φ(k) computed in torch, normalizer ``"standard"``); for ``Lq != Lk`` and for
   ``"complement"`` it runs in PyTorch (fp32 matmuls, not fused; complement: per-key-block states
   ``(B, H, Nk, D, Dv)`` summed per query block over its non-selected blocks by one matmul with the complement map,
-  memory ``O((Nk + Mq)·D·Dv)``, 2·Mq·Nk·D·Dv FLOPs per head). Head dims up to 256 (D and Dv may differ;
+  memory ``O((Nk + Mq)·D·Dv)``, 2·Mq·Nk·D·Dv FLOPs per head, in the input dtype with fp32 accumulation for
+  fp16/bf16 inputs, as SLA-1 keeps its block states in the input dtype). Head dims up to 256 (D and Dv may differ;
   non-powers of two are padded and masked inside the kernels); other dtypes or larger heads use the reference.
 - ``"torch"``: :func:`sparse_linear_attention_reference` (block-wise, fp32, differentiable).
 """
@@ -258,7 +259,8 @@ def _linear_output(q, k, v, lut, block_q, block_k, feature_map, linear_keys, eps
             backend="triton",
         ).to(q.dtype)  # fmt: skip
     sel = None if linear_keys == "all" else lut
-    return linear_branch(fq, fk, v, sel, block_q=block_q, block_k=block_k, eps=eps).to(q.dtype)
+    out = linear_branch(fq, fk, v, sel, block_q=block_q, block_k=block_k, eps=eps, state_dtype=q.dtype)
+    return out.to(q.dtype)
 
 
 class SparseLinearAttention(nn.Module):
