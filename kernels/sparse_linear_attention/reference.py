@@ -186,8 +186,9 @@ def linear_branch(
     Complement: per-key-block states S_n = Σ_{j∈n} φ(k_j) v_jᵀ ``(B, H, Nk, D, Dv)`` and z_n = Σ φ(k_j); per query
     block, S_c = Σ_{n ∉ C_m} S_n as one matmul of the complement map ``(Mq, Nk)`` with the states (SLA-1 subtracts
     the selected states from the total instead; summing the complement avoids the cancellation). Memory
-    O((Nk + Mq)·D·Dv), compute 2·Mq·Nk·D·Dv per head. ``state_dtype`` (e.g. bf16, as SLA-1 stores its block
-    states in the input dtype) runs that matmul on tensor cores with fp32 accumulation instead of in fp32.
+    O((Nk + Mq)·D·Dv), compute 2·Mq·Nk·D·Dv per head. ``state_dtype`` (e.g. bf16, as SLA-1 computes and stores
+    its block states in the input dtype) runs the three state matmuls (block states, their complement sums, φ(q)·S)
+    in that dtype on tensor cores (fp32 accumulation); the denominators stay fp32.
     """
     v = v.float()
     if lut is None:
@@ -199,19 +200,18 @@ def linear_branch(
     n_qb, n_kb = lut.shape[-2], -(-lk // block_k)
     if lut.shape[-1] == n_kb:  # every block is in the sparse branch: the complement is empty
         return fq.new_zeros((b, h, lq, dv))
+    mm = state_dtype if state_dtype is not None else torch.float32  # dtype of the three state matmuls
     kb = F.pad(fk, (0, 0, 0, n_kb * block_k - lk)).unflatten(-2, (n_kb, block_k))
     vb = F.pad(v, (0, 0, 0, n_kb * block_k - lk)).unflatten(-2, (n_kb, block_k))
-    s_blocks = (kb.transpose(-1, -2) @ vb).flatten(-2)  # (B, H, Nk, D·Dv)
-    z_blocks = kb.sum(-2)  # (B, H, Nk, D)
-    complement = (~block_mask_from_lut(lut, n_kb)).to(fk.dtype)  # (B, H, Mq, Nk)
-    if state_dtype is not None and state_dtype != torch.float32:
-        complement, s_blocks, z_blocks = (t.to(state_dtype) for t in (complement, s_blocks, z_blocks))
-    s_c = (complement @ s_blocks).float().unflatten(-1, (d, dv))  # (B, H, Mq, D, Dv)
-    z_c = (complement @ z_blocks).float()  # (B, H, Mq, D)
+    s_blocks = (kb.to(mm).transpose(-1, -2) @ vb.to(mm)).flatten(-2)  # (B, H, Nk, D·Dv)
+    z_blocks = kb.sum(-2)  # (B, H, Nk, D), fp32
+    complement = ~block_mask_from_lut(lut, n_kb)  # (B, H, Mq, Nk)
+    s_c = (complement.to(mm) @ s_blocks).unflatten(-1, (d, dv))  # (B, H, Mq, D, Dv)
+    z_c = complement.float() @ z_blocks  # (B, H, Mq, D), fp32
     qb = F.pad(fq, (0, 0, 0, n_qb * block_q - lq)).unflatten(-2, (n_qb, block_q))  # (B, H, Mq, bq, D)
     pad_rows = (torch.arange(n_qb * block_q, device=fq.device) >= lq).view(n_qb, block_q, 1)
     den = ((qb @ z_c[..., None]) + eps).masked_fill(pad_rows, 1.0)  # padded rows: no 0/0 to poison the backward
-    o = (qb @ s_c) / den
+    o = (qb.to(mm) @ s_c).float() / den
     return o.flatten(2, 3)[:, :, :lq]
 
 
