@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead, SEModule, create_conv2d, trunc_normal_
-from timm.layers.pos_embed_rel import generate_lookup_tensor, reindex_2d_einsum_lookup
+from timm.layers.pos_embed_rel import reindex_2d_einsum_lookup
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
@@ -143,10 +143,11 @@ class MBConvBlock(nn.Module):
         return shortcut + self.drop_path(x)
 
 
-@lru_cache(maxsize=64)
 def _lookup(length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """timm's one-hot relative-position lookup ``[L, L, 2L - 1]`` (``ret[i, x, x - i + L - 1] = 1``)."""
-    return generate_lookup_tensor(length, device=device, dtype=dtype)
+    """The one-hot ``[L, L, 2L - 1]`` lookup of timm's ``generate_lookup_tensor`` (``ret[i, x, x - i + L - 1] = 1``),
+    built without its Python double loop, so torch.compile traces a handful of ops instead of L² assignments."""
+    pos = torch.arange(length, device=device)
+    return F.one_hot(pos.view(1, -1) - pos.view(-1, 1) + length - 1, 2 * length - 1).to(dtype)
 
 
 def relative_position_bias(table: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -22,6 +22,7 @@ SMALLEST = [
     "van_b0",
     "slab_deit_t",
     "slab_swin_t",
+    "tiny_moat_0",
 ]
 
 

@@ -158,6 +158,15 @@ def test_relative_position_bias_is_key_minus_query():
         assert bias[1, i * w + j, x * w + y] == table[1, x - i + h - 1, y - j + w - 1]
 
 
+def test_lookup_equals_timms():
+    from timm.layers.pos_embed_rel import generate_lookup_tensor
+
+    from linzoo.vision.moat import _lookup
+
+    for n in (1, 2, 5, 8):
+        assert torch.equal(_lookup(n, torch.device("cpu"), torch.float32), generate_lookup_tensor(n))
+
+
 def test_tf_same_avg_pool_excludes_padding():
     x = torch.arange(9, dtype=torch.float32).view(1, 1, 3, 3)
     y = TfSameAvgPool2d(2, 2)(x)  # TF pads one row/column after; padded cells do not count
