@@ -216,8 +216,14 @@ def _sla_bwd_dkdv_kernel(
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
-    """``x`` itself when its channels are contiguous (any other strides are passed to the kernels), else a copy."""
-    return x if x.stride(-1) == 1 else x.contiguous()
+    """``x`` itself when its channels are contiguous (any other strides are passed to the kernels), else a copy.
+
+    Row offsets inside one (batch, head) are int32 in the kernels (the batch and head offsets are int64): a
+    layout whose rows span 2³¹ elements or more (e.g. (B, L, H, D) viewed as (B, H, L, D) at huge L·H·D) is copied
+    to (B, H, L, D), where a row is D elements apart."""
+    if x.stride(-1) == 1 and x.stride(2) * x.shape[2] < 2**31:
+        return x
+    return x.contiguous()
 
 
 def _dims(q: torch.Tensor, v: torch.Tensor) -> dict:
