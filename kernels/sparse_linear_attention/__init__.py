@@ -21,7 +21,8 @@ Backends (``backend="auto"`` honours ``LINZOO_KERNEL_BACKEND``, else Triton on C
   blocks that selected it, from a transposed index built with torch), registered as
   ``torch.ops.linzoo.sla_sparse_forward`` / ``..._backward`` with fake implementations and autograd. The linear
   branch for ``linear_keys="all"`` with ``Lq == Lk`` is :func:`linzoo.kernels.linear_attention` (fused Triton,
-  identity feature map on φ(q), φ(k) computed in torch, normalizer ``"standard"``); for ``Lq != Lk`` and for
+  normalizer ``"standard"``; ``relu`` / ``elu+1`` applied in its kernels, the head-dim softmax by torch in the
+  input dtype and passed with the identity map); for ``Lq != Lk`` and for
   ``"complement"`` it runs in PyTorch (fp32 matmuls, not fused; complement: per-key-block states
   ``(B, H, Nk, D, Dv)`` summed per query block over its non-selected blocks by one matmul with the complement map,
   memory ``O((Nk + Mq)·D·Dv)``, 2·Mq·Nk·D·Dv FLOPs per head, in the input dtype with fp32 accumulation for
@@ -249,15 +250,15 @@ def sparse_linear_attention(
 
 
 def _linear_output(q, k, v, lut, block_q, block_k, feature_map, linear_keys, eps) -> torch.Tensor:
-    """O_l on the Triton backend: the fused linear-attention op where it applies, else the fp32 torch branch."""
-    fq, fk = apply_feature_map(q.float(), feature_map), apply_feature_map(k.float(), feature_map)
+    """O_l on the Triton backend: the fused linear-attention op where it applies, else the torch branch."""
     if linear_keys == "all" and q.shape[2] == k.shape[2]:
         from ..linear_attention import linear_attention
 
-        return linear_attention(
-            fq.to(q.dtype), fk.to(q.dtype), v, feature_map="identity", normalizer="standard", eps=eps,
-            backend="triton",
-        ).to(q.dtype)  # fmt: skip
+        if feature_map == "softmax":  # one pass in the input dtype (softmax computes in fp32 inside)
+            q, k, feature_map = q.softmax(-1), k.softmax(-1), "identity"
+        # relu and elu+1 are applied inside the fused kernels
+        return linear_attention(q, k, v, feature_map=feature_map, normalizer="standard", eps=eps, backend="triton")
+    fq, fk = apply_feature_map(q.float(), feature_map), apply_feature_map(k.float(), feature_map)
     sel = None if linear_keys == "all" else lut
     out = linear_branch(fq, fk, v, sel, block_q=block_q, block_k=block_k, eps=eps, state_dtype=q.dtype)
     return out.to(q.dtype)

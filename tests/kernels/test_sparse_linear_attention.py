@@ -125,6 +125,8 @@ CASES = [
     (70, 70, 16, 16, 32, 16, 1.0, "complement", "softmax", torch.bfloat16),
     (96, 96, 24, 24, 32, 32, 0.5, "all", "softmax", torch.bfloat16),  # Lq == Lk: fused linear-attention op
     (300, 300, 64, 64, 128, 64, 0.4, "complement", "relu", torch.float16),  # the official block shape
+    (64, 64, 24, 24, 16, 32, 0.5, "all", "elu+1", torch.float32),  # φ inside the fused linear-attention op
+    (48, 48, 16, 40, 16, 16, 0.4, "all", "relu", torch.float32),
 ]
 
 
