@@ -26,8 +26,12 @@ Backends (``backend="auto"`` honours ``LINZOO_KERNEL_BACKEND``, else Triton on C
   ``"complement"`` it runs in PyTorch (fp32 matmuls, not fused; complement: per-key-block states
   ``(B, H, Nk, D, Dv)`` summed per query block over its non-selected blocks by one matmul with the complement map,
   memory ``O((Nk + Mq)·D·Dv)``, 2·Mq·Nk·D·Dv FLOPs per head, in the input dtype with fp32 accumulation for
-  fp16/bf16 inputs, as SLA-1 keeps its block states in the input dtype). Head dims up to 256 (D and Dv may differ;
-  non-powers of two are padded and masked inside the kernels); other dtypes or larger heads use the reference.
+  fp16/bf16 inputs, as SLA-1 keeps its block states in the input dtype). Not fused into the attention kernel on
+  purpose: SLA-1 subtracts the T selected block states per query block, reading T·D·Dv per query block (6.5 GB
+  of state reads at B2 H16 N32760 d128, 5 % of the blocks, in bf16); the GEMM with the complement map reads
+  each block state once per output tile (137 GFLOP on tensor cores at that shape). Head dims up to 256 (D and Dv
+  may differ; non-powers of two are padded and masked inside the kernels); other dtypes or larger heads use the
+  reference.
 - ``"torch"``: :func:`sparse_linear_attention_reference` (block-wise, fp32, differentiable).
 """
 
