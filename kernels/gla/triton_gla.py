@@ -64,8 +64,13 @@ MAX_HEAD_DIM_K = 256  # the dk axis of the state tile is held whole by one progr
 
 @triton.jit
 def _row(ptr, t, st, mask):
-    """Row ``t`` of a (L, D) slice (unit last stride) as fp32; zero where masked."""
-    return tl.load(ptr + t * st, mask=mask, other=0.0).to(tl.float32)
+    """Row ``t`` of a (L, D) slice (unit last stride) in its own dtype; zero where masked."""
+    return tl.load(ptr + t * st, mask=mask, other=0.0)
+
+
+@triton.jit
+def _f32(x):
+    return x.to(tl.float32)
 
 
 @triton.jit
@@ -81,7 +86,10 @@ def _bgla_fwd_kernel(
     DK: tl.constexpr, DV: tl.constexpr, DKP: tl.constexpr, BV: tl.constexpr,
 ):  # fmt: skip
     """``OUT[b, h, t, cols] = s q_t^T (S^f_t + S^b_t)[:, cols]``; ``PART``: fp32 (B, H, L, DV) scratch for the
-    first-visited partial (``OUT`` itself when it is fp32)."""
+    first-visited partial (``OUT`` itself when it is fp32).
+
+    The rows of the next step are loaded one step ahead (the ``n*`` registers): a step's loads do not depend on
+    the state, so their latency overlaps the current step's arithmetic instead of stalling the one warp."""
     i_v = tl.program_id(0)
     pid = tl.program_id(1)
     b = (pid // H).to(tl.int64)
@@ -99,37 +107,40 @@ def _bgla_fwd_kernel(
     p_ptr = PART + pid.to(tl.int64) * L * DV + cv
     s_f = tl.zeros((DKP, BV), dtype=tl.float32)
     s_b = tl.zeros((DKP, BV), dtype=tl.float32)
+    last = L - 1
+    nqf, nkf, nvf, ngf = (
+        _row(q_ptr, 0, s_qt, mk),
+        _row(k_ptr, 0, s_kt, mk),
+        _row(v_ptr, 0, s_vt, mv),
+        _row(f_ptr, 0, s_ft, mk),
+    )
+    nqb, nkb = _row(q_ptr, last, s_qt, mk), _row(k_ptr, last, s_kt, mk)
+    nvb, ngb = _row(v_ptr, last, s_vt, mv), _row(g_ptr, last, s_gt, mk)
     half = L // 2
-    for i in range(0, half):  # first visits: store the fp32 partials
+    for i in range(0, L):
         tf = i
-        tb = L - 1 - i
-        s_f = s_f * tl.exp(_row(f_ptr, tf, s_ft, mk))[:, None] + (
-            _row(k_ptr, tf, s_kt, mk)[:, None] * _row(v_ptr, tf, s_vt, mv)[None, :]
-        )
-        s_b = s_b * tl.exp(_row(g_ptr, tb, s_gt, mk))[:, None] + (
-            _row(k_ptr, tb, s_kt, mk)[:, None] * _row(v_ptr, tb, s_vt, mv)[None, :]
-        )
-        o_f = tl.sum(s_f * (_row(q_ptr, tf, s_qt, mk) * scale)[:, None], 0)
-        o_b = tl.sum(s_b * (_row(q_ptr, tb, s_qt, mk) * scale)[:, None], 0)
-        tl.store(p_ptr + tf * DV, o_f, mask=mv)
-        tl.store(p_ptr + tb * DV, o_b, mask=mv)
-    tl.debug_barrier()  # the partials are read back below, possibly by other threads of the program
-    for i in range(half, L):  # second visits: partial + this direction's term, written once
-        tf = i
-        tb = L - 1 - i
-        s_f = s_f * tl.exp(_row(f_ptr, tf, s_ft, mk))[:, None] + (
-            _row(k_ptr, tf, s_kt, mk)[:, None] * _row(v_ptr, tf, s_vt, mv)[None, :]
-        )
-        s_b = s_b * tl.exp(_row(g_ptr, tb, s_gt, mk))[:, None] + (
-            _row(k_ptr, tb, s_kt, mk)[:, None] * _row(v_ptr, tb, s_vt, mv)[None, :]
-        )
-        o_f = tl.sum(s_f * (_row(q_ptr, tf, s_qt, mk) * scale)[:, None], 0)
-        o_b = tl.sum(s_b * (_row(q_ptr, tb, s_qt, mk) * scale)[:, None], 0)
-        two = tf != tb  # the middle token of an odd L is visited by both scans in the same step
-        p_f = tl.load(p_ptr + tf * DV, mask=mv & two, other=0.0)
-        p_b = tl.load(p_ptr + tb * DV, mask=mv & two, other=0.0)
-        tl.store(o_ptr + tf * DV, (p_f + o_f + tl.where(two, 0.0, o_b)).to(OUT.dtype.element_ty), mask=mv)
-        tl.store(o_ptr + tb * DV, (p_b + o_b).to(OUT.dtype.element_ty), mask=mv & two)
+        tb = last - i
+        qf, kf, vf, gf, qb, kb, vb, gb = nqf, nkf, nvf, ngf, nqb, nkb, nvb, ngb
+        ahead = i < last  # rows of step i + 1 (tokens i + 1 and L - 2 - i)
+        nqf, nkf = _row(q_ptr, tf + 1, s_qt, mk & ahead), _row(k_ptr, tf + 1, s_kt, mk & ahead)
+        nvf, ngf = _row(v_ptr, tf + 1, s_vt, mv & ahead), _row(f_ptr, tf + 1, s_ft, mk & ahead)
+        nqb, nkb = _row(q_ptr, tb - 1, s_qt, mk & ahead), _row(k_ptr, tb - 1, s_kt, mk & ahead)
+        nvb, ngb = _row(v_ptr, tb - 1, s_vt, mv & ahead), _row(g_ptr, tb - 1, s_gt, mk & ahead)
+        s_f = s_f * tl.exp(_f32(gf))[:, None] + _f32(kf)[:, None] * _f32(vf)[None, :]
+        s_b = s_b * tl.exp(_f32(gb))[:, None] + _f32(kb)[:, None] * _f32(vb)[None, :]
+        o_f = tl.sum(s_f * (_f32(qf) * scale)[:, None], 0)
+        o_b = tl.sum(s_b * (_f32(qb) * scale)[:, None], 0)
+        if i < half:  # first visits of tokens i and L-1-i: store the fp32 partials
+            tl.store(p_ptr + tf * DV, o_f, mask=mv)
+            tl.store(p_ptr + tb * DV, o_b, mask=mv)
+        else:  # second visits: partial + this direction's term, written once
+            if i == half:
+                tl.debug_barrier()  # the partials are read back, possibly by other threads of the program
+            two = tf != tb  # the middle token of an odd L is visited by both scans in the same step
+            p_f = tl.load(p_ptr + tf * DV, mask=mv & two, other=0.0)
+            p_b = tl.load(p_ptr + tb * DV, mask=mv & two, other=0.0)
+            tl.store(o_ptr + tf * DV, (p_f + o_f + tl.where(two, 0.0, o_b)).to(OUT.dtype.element_ty), mask=mv)
+            tl.store(o_ptr + tb * DV, (p_b + o_b).to(OUT.dtype.element_ty), mask=mv & two)
 
 
 @triton.jit
@@ -143,16 +154,21 @@ def _bgla_bwd_kernel(
     s_gb, s_gh, s_gt,
     s_ob, s_oh, s_ot,
     scale,
-    DK: tl.constexpr, DV: tl.constexpr, DKP: tl.constexpr, BV: tl.constexpr,
+    DK: tl.constexpr, DV: tl.constexpr, DKP: tl.constexpr, BVH: tl.constexpr, BVL: tl.constexpr,
 ):  # fmt: skip
     """Gradients of one program's dv tile: ``DQ, DK_, DGF, DGB`` fp32 ``(NV, B, H, L, DK)`` per-tile partials,
-    ``DV_`` fp32 ``(B, H, L, DV)`` (complete: the tile holds every dk row)."""
+    ``DV_`` fp32 ``(B, H, L, DV)`` (complete: the tile holds every dk row).
+
+    The tile's ``BV = BVH · BVL`` columns are a 3-D ``(BVH, DKP, BVL)`` state: the compiler's default layout puts
+    ``BVL`` columns and ``32 / BVL`` groups of dk rows on a warp's lanes, so the contractions over dv (dq, dk) add
+    ``BVH`` values in-thread before ``log2(BVL)`` shuffles, and the one over dk (dv) before ``log2(32 / BVL)``
+    (a ``(DKP, BV)`` tile with all lanes on dv took 5 shuffles per dk row for each of them: ~5x more)."""
     i_v = tl.program_id(0)
     pid = tl.program_id(1)
     b = (pid // H).to(tl.int64)
     h = (pid % H).to(tl.int64)
     rk = tl.arange(0, DKP)
-    cv = i_v * BV + tl.arange(0, BV)
+    cv = i_v * BVH * BVL + tl.arange(0, BVH)[:, None] * BVL + tl.arange(0, BVL)[None, :]  # (BVH, BVL)
     mk = rk < DK
     mv = cv < DV
     q_ptr = Q + b * s_qb + h * s_qh + rk
@@ -168,41 +184,70 @@ def _bgla_bwd_kernel(
     db_ptr = DGB + part
     dv_ptr = DV_ + pid.to(tl.int64) * L * DV + cv
 
-    # sweep A, t = 0 .. L-1: forward state -> dq^f; adjoint of the backward state -> dk^b, dv^b
-    s_f = tl.zeros((DKP, BV), dtype=tl.float32)
-    dh_b = tl.zeros((DKP, BV), dtype=tl.float32)
+    # sweep A, t = 0 .. L-1: forward state -> dq^f; adjoint of the backward state -> dk^b, dv^b.
+    # Each step's rows are loaded one step ahead (n*), as in the forward kernel.
+    s_f = tl.zeros((BVH, DKP, BVL), dtype=tl.float32)
+    dh_b = tl.zeros((BVH, DKP, BVL), dtype=tl.float32)
+    nq, nk, nv, ndo = (
+        _row(q_ptr, 0, s_qt, mk),
+        _row(k_ptr, 0, s_kt, mk),
+        _row(v_ptr, 0, s_vt, mv),
+        _row(do_ptr, 0, s_ot, mv),
+    )
+    nf, ng = _row(f_ptr, 0, s_ft, mk), _row(g_ptr, 0, s_gt, mk)
     for t in range(0, L):
-        k = _row(k_ptr, t, s_kt, mk)
-        v = _row(v_ptr, t, s_vt, mv)
-        do = _row(do_ptr, t, s_ot, mv)
-        s_f = s_f * tl.exp(_row(f_ptr, t, s_ft, mk))[:, None] + k[:, None] * v[None, :]
-        dh_b += (_row(q_ptr, t, s_qt, mk) * scale)[:, None] * do[None, :]
-        tl.store(dq_ptr + t * DK, tl.sum(s_f * do[None, :], 1) * scale, mask=mk)
-        tl.store(dk_ptr + t * DK, tl.sum(dh_b * v[None, :], 1), mask=mk)
-        tl.store(dv_ptr + t * DV, tl.sum(dh_b * k[:, None], 0), mask=mv)
-        dh_b = dh_b * tl.exp(_row(g_ptr, t, s_gt, mk))[:, None]  # dH^b_{t+1} receives a^b_t ⊙ dH^b_t
+        q, k, v, do, a_f, a_b = _f32(nq), _f32(nk), _f32(nv), _f32(ndo), tl.exp(_f32(nf)), tl.exp(_f32(ng))
+        ahead = t + 1 < L
+        nq, nk = _row(q_ptr, t + 1, s_qt, mk & ahead), _row(k_ptr, t + 1, s_kt, mk & ahead)
+        nv, ndo = _row(v_ptr, t + 1, s_vt, mv & ahead), _row(do_ptr, t + 1, s_ot, mv & ahead)
+        nf, ng = _row(f_ptr, t + 1, s_ft, mk & ahead), _row(g_ptr, t + 1, s_gt, mk & ahead)
+        k3 = k[None, :, None]
+        v3 = v[:, None, :]
+        do3 = do[:, None, :]
+        s_f = s_f * a_f[None, :, None] + k3 * v3
+        dh_b += (q * scale)[None, :, None] * do3
+        tl.store(dq_ptr + t * DK, tl.sum(tl.sum(s_f * do3, 0), 1) * scale, mask=mk)
+        tl.store(dk_ptr + t * DK, tl.sum(tl.sum(dh_b * v3, 0), 1), mask=mk)
+        tl.store(dv_ptr + t * DV, tl.sum(dh_b * k3, 1), mask=mv)
+        dh_b = dh_b * a_b[None, :, None]  # dH^b_{t+1} receives a^b_t ⊙ dH^b_t
     tl.debug_barrier()  # sweep B reads the stored terms back, possibly from other threads of the program
 
     # sweep B, t = L-1 .. 0: backward state -> dq^b; adjoint of the forward state -> dk^f, dv^f; totals
-    s_b = tl.zeros((DKP, BV), dtype=tl.float32)
-    dh_f = tl.zeros((DKP, BV), dtype=tl.float32)
+    s_b = tl.zeros((BVH, DKP, BVL), dtype=tl.float32)
+    dh_f = tl.zeros((BVH, DKP, BVL), dtype=tl.float32)
     acc_f = tl.zeros((DKP,), dtype=tl.float32)  # Σ_{s>=t} r^f_s
     acc_b = tl.zeros((DKP,), dtype=tl.float32)  # Σ_{s>t} r^b_s
+    last = L - 1
+    nq, nk, nv, ndo = (
+        _row(q_ptr, last, s_qt, mk),
+        _row(k_ptr, last, s_kt, mk),
+        _row(v_ptr, last, s_vt, mv),
+        _row(do_ptr, last, s_ot, mv),
+    )
+    nf, ng = _row(f_ptr, last, s_ft, mk), _row(g_ptr, last, s_gt, mk)
+    ndq, ndk, ndv = _row(dq_ptr, last, DK, mk), _row(dk_ptr, last, DK, mk), _row(dv_ptr, last, DV, mv)
     for i in range(0, L):
-        t = L - 1 - i
-        q = _row(q_ptr, t, s_qt, mk)
-        k = _row(k_ptr, t, s_kt, mk)
-        v = _row(v_ptr, t, s_vt, mv)
-        do = _row(do_ptr, t, s_ot, mv)
-        s_b = s_b * tl.exp(_row(g_ptr, t, s_gt, mk))[:, None] + k[:, None] * v[None, :]
-        dh_f += (q * scale)[:, None] * do[None, :]
-        dq_b = tl.sum(s_b * do[None, :], 1) * scale
-        dk_f = tl.sum(dh_f * v[None, :], 1)
-        dv_f = tl.sum(dh_f * k[:, None], 0)
-        dh_f = dh_f * tl.exp(_row(f_ptr, t, s_ft, mk))[:, None]  # dH^f_{t-1} receives a^f_t ⊙ dH^f_t
-        dq_f = tl.load(dq_ptr + t * DK, mask=mk, other=0.0)
-        dk_b = tl.load(dk_ptr + t * DK, mask=mk, other=0.0)
-        dv_b = tl.load(dv_ptr + t * DV, mask=mv, other=0.0)
+        t = last - i
+        q, k, v, do, a_f, a_b = _f32(nq), _f32(nk), _f32(nv), _f32(ndo), tl.exp(_f32(nf)), tl.exp(_f32(ng))
+        dq_f, dk_b, dv_b = ndq, ndk, ndv
+        ahead = t > 0
+        nq, nk = _row(q_ptr, t - 1, s_qt, mk & ahead), _row(k_ptr, t - 1, s_kt, mk & ahead)
+        nv, ndo = _row(v_ptr, t - 1, s_vt, mv & ahead), _row(do_ptr, t - 1, s_ot, mv & ahead)
+        nf, ng = _row(f_ptr, t - 1, s_ft, mk & ahead), _row(g_ptr, t - 1, s_gt, mk & ahead)
+        ndq, ndk, ndv = (
+            _row(dq_ptr, t - 1, DK, mk & ahead),
+            _row(dk_ptr, t - 1, DK, mk & ahead),
+            _row(dv_ptr, t - 1, DV, mv & ahead),
+        )
+        k3 = k[None, :, None]
+        v3 = v[:, None, :]
+        do3 = do[:, None, :]
+        s_b = s_b * a_b[None, :, None] + k3 * v3
+        dh_f += (q * scale)[None, :, None] * do3
+        dq_b = tl.sum(tl.sum(s_b * do3, 0), 1) * scale
+        dk_f = tl.sum(tl.sum(dh_f * v3, 0), 1)
+        dv_f = tl.sum(dh_f * k3, 1)
+        dh_f = dh_f * a_f[None, :, None]  # dH^f_{t-1} receives a^f_t ⊙ dH^f_t
         acc_f += q * dq_f - k * dk_f
         tl.store(df_ptr + t * DK, tl.where(t == 0, 0.0, acc_f), mask=mk)  # exactly 0 (Σ_s r^f_s = 0) at t = 0
         tl.store(db_ptr + t * DK, -acc_b, mask=mk)
@@ -213,15 +258,24 @@ def _bgla_bwd_kernel(
 
 
 def launch_config(dk: int, dv: int, backward: bool = False) -> dict:
-    """``DKP`` (dk padded to a power of two), ``BV`` (the dv tile) and ``num_warps`` of a launch.
+    """Meta-parameters of a launch: ``DKP`` (dk padded to a power of two), the dv tile (forward ``BV``; backward
+    ``BVH · BVL``) and ``num_warps``.
 
-    The forward takes 32-column dv tiles (more programs: ViG-S @224 has B·H = 384 heads, 768 programs at dv = 64);
-    the backward 64 (one tile at ViG's dv, so dq/dk/dg need no cross-tile sum). Warps grow with the tile so a
-    thread holds at most 32 fp32 of each of the two states it carries."""
+    The forward takes 32-column dv tiles (more programs: ViG-S @224 has B·H = 384 heads, 768 programs at dv = 64),
+    one warp per 1024 state elements (a thread holds the whole dk column of its dv column: the q·S contraction is
+    in-thread, no shuffles). The backward takes up to 64 columns (one tile at ViG's dv, so dq/dk/dg need no
+    cross-tile sum) as ``BVL = 8`` lanes × ``BVH`` in-thread columns."""
     dkp = max(16, next_pow2(dk))
-    bv = min(max(16, next_pow2(dv)), 64 if backward else 32)
-    warps = max(1, min(8, dkp * bv // 1024))
-    return {"DKP": dkp, "BV": bv, "num_warps": warps}
+    dvp = max(16, next_pow2(dv))
+    if not backward:
+        bv = min(dvp, 32)
+        return {"DKP": dkp, "BV": bv, "num_warps": max(1, min(8, dkp * bv // 1024))}
+    bv = min(dvp, 64)
+    return {"DKP": dkp, "BVH": bv // 8, "BVL": 8, "num_warps": max(1, min(8, dkp * bv // 1024))}
+
+
+def _tile(cfg: dict) -> int:
+    return cfg["BV"] if "BV" in cfg else cfg["BVH"] * cfg["BVL"]
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
@@ -250,7 +304,7 @@ def forward(
     cfg = launch_config(dk, dv)
     warps = cfg.pop("num_warps")
     launch(
-        _bgla_fwd_kernel, (-(-dv // cfg["BV"]), b * h),
+        _bgla_fwd_kernel, (-(-dv // _tile(cfg)), b * h),
         q, k, v, gk_fwd, gk_bwd, out, part,
         h, length,
         *_strides(q), *_strides(k), *_strides(v), *_strides(gk_fwd), *_strides(gk_bwd),
@@ -276,7 +330,7 @@ def backward(
     dv = v.shape[-1]
     cfg = launch_config(dk, dv, backward=True)
     warps = cfg.pop("num_warps")
-    nv = -(-dv // cfg["BV"])
+    nv = -(-dv // _tile(cfg))
     partials = torch.empty((4, nv, b, h, length, dk), device=q.device, dtype=torch.float32)
     d_v = torch.empty((b, h, length, dv), device=q.device, dtype=torch.float32)
     launch(
