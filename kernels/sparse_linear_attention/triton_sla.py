@@ -1,11 +1,11 @@
 """Fused Triton kernels for SLA's block-sparse softmax branch (forward and backward).
 
 Forward (``_sla_fwd_kernel``, FlashAttention-2 over a LUT): a program owns ``TM`` rows of one query block of one
-(batch, head) and streams the ``T`` key blocks its LUT row lists, ``TN`` keys at a time (a key block of
-``block_k`` keys is ``block_k / TN`` sub-tiles; sub-tiles past ``Lk`` are not visited, the partial one is masked),
+(batch, head) and streams the ``T`` key blocks its LUT row lists, ``TN`` keys at a time, in one flat loop over
+``T · block_k / TN`` tiles (so the software pipeline prefetches across key blocks; keys past ``Lk`` are masked),
 with an online softmax in base 2 (scores pre-multiplied by scale·log₂e) and fp32 accumulators. It writes O_s and
-the base-2 log-sum-exp ``lse_i = m_i + log₂ l_i``. Every LUT entry is a block with at least one real key, so the
-running maximum is finite after the first sub-tile.
+the base-2 log-sum-exp ``lse_i = m_i + log₂ l_i``. The first tile of every LUT block holds at least one real key,
+so the running maximum is finite from the first tile on (a fully masked later tile adds exp2(−inf) = 0).
 
 Backward (FlashAttention-2 style; the probabilities are recomputed as ``P = exp2(S·scale·log₂e − lse)``):
 
@@ -85,24 +85,22 @@ def _sla_fwd_kernel(
     m_i = tl.full([TM], float("-inf"), tl.float32)
     l_i = tl.zeros([TM], tl.float32)
     acc = tl.zeros([TM, BDV], tl.float32)
-    for t in range(n_sel):
-        start = tl.load(lut_row + t) * BLOCK_K
-        n_sub = tl.minimum(BLOCK_K // TN, tl.cdiv(LK - start, TN))
-        for sub in range(n_sub):
-            offs_n = start + sub * TN + tl.arange(0, TN)
-            n_ok = offs_n < LK
-            k = tl.load(k_base + offs_n[:, None] * s_kn + offs_d[None, :], mask=n_ok[:, None] & d_ok[None, :],
-                        other=0.0)  # fmt: skip
-            v = tl.load(v_base + offs_n[:, None] * s_vn + offs_dv[None, :], mask=n_ok[:, None] & dv_ok[None, :],
-                        other=0.0)  # fmt: skip
-            s = _dot(q, tl.trans(k), PREC) * qk_scale
-            s = tl.where(n_ok[None, :], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            p = tl.exp2(s - m_new[:, None])
-            alpha = tl.exp2(m_i - m_new)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PREC)
-            m_i = m_new
+    SUBS: tl.constexpr = BLOCK_K // TN
+    for it in range(n_sel * SUBS):  # one flat loop (pipelined across key blocks); tiles past Lk are masked
+        offs_n = tl.load(lut_row + it // SUBS) * BLOCK_K + (it % SUBS) * TN + tl.arange(0, TN)
+        n_ok = offs_n < LK
+        k = tl.load(k_base + offs_n[:, None] * s_kn + offs_d[None, :], mask=n_ok[:, None] & d_ok[None, :],
+                    other=0.0)  # fmt: skip
+        v = tl.load(v_base + offs_n[:, None] * s_vn + offs_dv[None, :], mask=n_ok[:, None] & dv_ok[None, :],
+                    other=0.0)  # fmt: skip
+        s = _dot(q, tl.trans(k), PREC) * qk_scale
+        s = tl.where(n_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, PREC)
+        m_i = m_new
     acc = acc / l_i[:, None]
     tl.store(Out + b * s_ob + h * s_oh + offs_m[:, None] * s_on + offs_dv[None, :], acc.to(Out.dtype.element_ty),
              mask=m_ok[:, None] & dv_ok[None, :])  # fmt: skip
@@ -141,21 +139,19 @@ def _sla_bwd_dq_kernel(
     v_base = V + b * s_vb + h * s_vh
     lut_row = LUT + (bh.to(tl.int64) * n_qb + m0 // BLOCK_Q) * n_sel
     dq = tl.zeros([TM, BD], tl.float32)
-    for t in range(n_sel):
-        start = tl.load(lut_row + t) * BLOCK_K
-        n_sub = tl.minimum(BLOCK_K // TN, tl.cdiv(LK - start, TN))
-        for sub in range(n_sub):
-            offs_n = start + sub * TN + tl.arange(0, TN)
-            n_ok = offs_n < LK
-            k = tl.load(k_base + offs_n[:, None] * s_kn + offs_d[None, :], mask=n_ok[:, None] & d_ok[None, :],
-                        other=0.0)  # fmt: skip
-            v = tl.load(v_base + offs_n[:, None] * s_vn + offs_dv[None, :], mask=n_ok[:, None] & dv_ok[None, :],
-                        other=0.0)  # fmt: skip
-            s = _dot(q, tl.trans(k), PREC) * qk_scale
-            p = tl.where(n_ok[None, :], tl.exp2(s - lse[:, None]), 0.0)
-            dp = _dot(do, tl.trans(v), PREC)
-            ds = p * (dp - delta[:, None])
-            dq += _dot(ds.to(k.dtype), k, PREC)
+    SUBS: tl.constexpr = BLOCK_K // TN
+    for it in range(n_sel * SUBS):  # one flat loop (pipelined across key blocks); tiles past Lk are masked
+        offs_n = tl.load(lut_row + it // SUBS) * BLOCK_K + (it % SUBS) * TN + tl.arange(0, TN)
+        n_ok = offs_n < LK
+        k = tl.load(k_base + offs_n[:, None] * s_kn + offs_d[None, :], mask=n_ok[:, None] & d_ok[None, :],
+                    other=0.0)  # fmt: skip
+        v = tl.load(v_base + offs_n[:, None] * s_vn + offs_dv[None, :], mask=n_ok[:, None] & dv_ok[None, :],
+                    other=0.0)  # fmt: skip
+        s = _dot(q, tl.trans(k), PREC) * qk_scale
+        p = tl.where(n_ok[None, :], tl.exp2(s - lse[:, None]), 0.0)
+        dp = _dot(do, tl.trans(v), PREC)
+        ds = p * (dp - delta[:, None])
+        dq += _dot(ds.to(k.dtype), k, PREC)
     tl.store(DQ + b * s_dqb + h * s_dqh + offs_m[:, None] * s_dqn + offs_d[None, :],
              (dq * scale).to(DQ.dtype.element_ty), mask=qmask)  # fmt: skip
 
@@ -191,24 +187,22 @@ def _sla_bwd_dkdv_kernel(
     q_list = QIDX + col * n_qb
     dk = tl.zeros([TN, BD], tl.float32)
     dv = tl.zeros([TN, BDV], tl.float32)
-    for i in range(count):
-        start = tl.load(q_list + i) * BLOCK_Q
-        n_sub = tl.minimum(BLOCK_Q // TM, tl.cdiv(LQ - start, TM))
-        for sub in range(n_sub):
-            offs_m = start + sub * TM + tl.arange(0, TM)
-            m_ok = offs_m < LQ
-            q = tl.load(q_base + offs_m[:, None] * s_qn + offs_d[None, :], mask=m_ok[:, None] & d_ok[None, :],
-                        other=0.0)  # fmt: skip
-            do = tl.load(g_base + offs_m[:, None] * s_gn + offs_dv[None, :], mask=m_ok[:, None] & dv_ok[None, :],
-                         other=0.0)  # fmt: skip
-            lse = tl.load(LSE + head_row + offs_m, mask=m_ok, other=0.0)
-            delta = tl.load(DELTA + head_row + offs_m, mask=m_ok, other=0.0)
-            st = _dot(k, tl.trans(q), PREC) * qk_scale
-            pt = tl.where(m_ok[None, :], tl.exp2(st - lse[None, :]), 0.0)
-            dv += _dot(pt.to(do.dtype), do, PREC)
-            dpt = _dot(v, tl.trans(do), PREC)
-            dst = pt * (dpt - delta[None, :])
-            dk += _dot(dst.to(q.dtype), q, PREC)
+    SUBS: tl.constexpr = BLOCK_Q // TM
+    for it in range(count * SUBS):  # one flat loop (pipelined across query blocks); tiles past Lq are masked
+        offs_m = tl.load(q_list + it // SUBS) * BLOCK_Q + (it % SUBS) * TM + tl.arange(0, TM)
+        m_ok = offs_m < LQ
+        q = tl.load(q_base + offs_m[:, None] * s_qn + offs_d[None, :], mask=m_ok[:, None] & d_ok[None, :],
+                    other=0.0)  # fmt: skip
+        do = tl.load(g_base + offs_m[:, None] * s_gn + offs_dv[None, :], mask=m_ok[:, None] & dv_ok[None, :],
+                     other=0.0)  # fmt: skip
+        lse = tl.load(LSE + head_row + offs_m, mask=m_ok, other=0.0)
+        delta = tl.load(DELTA + head_row + offs_m, mask=m_ok, other=0.0)
+        st = _dot(k, tl.trans(q), PREC) * qk_scale
+        pt = tl.where(m_ok[None, :], tl.exp2(st - lse[None, :]), 0.0)
+        dv += _dot(pt.to(do.dtype), do, PREC)
+        dpt = _dot(v, tl.trans(do), PREC)
+        dst = pt * (dpt - delta[None, :])
+        dk += _dot(dst.to(q.dtype), q, PREC)
     tl.store(DK_ + b * s_dkb + h * s_dkh + offs_n[:, None] * s_dkn + offs_d[None, :],
              (dk * scale).to(DK_.dtype.element_ty), mask=kmask)  # fmt: skip
     tl.store(DV_ + b * s_dvb + h * s_dvh + offs_n[:, None] * s_dvn + offs_dv[None, :], dv.to(DV_.dtype.element_ty),
