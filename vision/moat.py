@@ -23,7 +23,11 @@ query, timm's ``RelPosBiasTf`` lookup), where ``E`` is the stored ``[heads, 2P -
 stride 16, 7 at stride 32) resized bilinearly (half-pixel centres, no antialias: TF's ``tf.image.resize``) to
 ``[heads, 2H - 1, 2W - 1]``. TensorFlow does that resize once, for the input size the Keras model is built with;
 here it happens for the size of each input (cached per size for grad-free calls), so any input size works and
-the result equals TF's built at that size. The ``*_no_pe`` variants have no table.
+the result equals TF's built at that size. The ``*_no_pe`` variants have no table. (deeplab2's TF2 code computes
+that resized bias in ``Attention.build``, which Keras 2 runs eagerly: the bias is then a constant taken from the
+table's *initial* value, so restoring a checkpoint after building, as its own loader does, leaves the random-init
+bias in place. The golden data of ``tests/vision/test_moat.py`` runs the same code as a TF1 graph, where the bias
+follows the restored table; this port always uses the stored table.)
 
 Padding is TensorFlow's 'same' (stride-2 3x3 convolutions pad 0 before / 1 after on even inputs) through timm's
 ``create_conv2d(..., padding='same')``; the shortcut average pool excludes padded cells as TF does
@@ -41,7 +45,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
-from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead, SEModule, create_conv2d, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d, NormMlpClassifierHead, SEModule, create_conv2d
 from timm.layers.pos_embed_rel import reindex_2d_einsum_lookup
 from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
@@ -56,6 +60,7 @@ BN_EPS = 1e-3  # Keras BatchNormalization default (the official SyncBatchNormali
 LN_EPS = 1e-5  # deeplab2's ln_epsilon
 HEAD_DIM = 32
 POS_EMBED_SIZE = (None, None, 14, 7)  # P per stage: tables [heads, 2P - 1, 2P - 1]
+BIAS_CACHE_MAX = 1 << 24  # largest relative bias (elements) kept between grad-free calls, per block
 
 
 def _tf_same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -199,20 +204,27 @@ class MoatAttention(nn.Module):
         self._bias_caches: dict[tuple[int, int], DerivedTensorCache] = {}
 
     def _bias(self, height: int, width: int, device_type: str) -> torch.Tensor | None:
-        """``[heads, N, N]`` bias of an ``height x width`` window (cached per size for grad-free calls)."""
+        """``[heads, N, N]`` bias of an ``height x width`` window.
+
+        Grad-free calls keep it per window size (a few sizes), stored in the autocast dtype, unless it is large
+        (more than :data:`BIAS_CACHE_MAX` elements: global attention on high-resolution maps, e.g. 12 heads x
+        4096² tokens = 0.8 GB per block); such biases are rebuilt per call and freed after it.
+        """
         table = self.relative_position_bias_table
         if table is None:
             return None
-        cache = self._bias_caches.get((height, width))
-        if cache is None:
-            if len(self._bias_caches) >= 8:  # a handful of sizes at a time; drop the oldest
-                self._bias_caches.pop(next(iter(self._bias_caches)))
-            cache = self._bias_caches[(height, width)] = DerivedTensorCache()
 
         def compute() -> dict[str, torch.Tensor]:
             return {"bias": relative_position_bias(table.float(), height, width)}
 
-        return cache.get([table], compute, device_type=device_type)["bias"]
+        if self.num_heads * (height * width) ** 2 > BIAS_CACHE_MAX:
+            return compute()["bias"]
+        cache = self._bias_caches.get((height, width))
+        if cache is None:
+            if len(self._bias_caches) >= 4:  # a handful of sizes at a time; drop the oldest
+                self._bias_caches.pop(next(iter(self._bias_caches)))
+            cache = self._bias_caches[(height, width)] = DerivedTensorCache()
+        return cache.get([table], compute, cast=("bias",), device_type=device_type)["bias"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, H, W, C)`` -> ``(B, H, W, C)``."""
@@ -466,8 +478,7 @@ class MOAT(nn.Module):
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool)
         if isinstance(self.head.fc, nn.Linear):
-            trunc_normal_(self.head.fc.weight, std=0.02)
-            nn.init.zeros_(self.head.fc.bias)
+            self._init_weights(self.head.fc)
 
     def load_pretrained(self, path: str | os.PathLike) -> None:
         """Load an official checkpoint (TF1 bundle: ``.tar.gz``, ``.index`` or prefix) or a converted state dict."""

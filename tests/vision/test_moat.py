@@ -25,6 +25,7 @@ import timm
 import torch
 
 import linzoo.vision  # noqa: F401  (registers the models)
+from linzoo.vision import moat
 from linzoo.vision.moat import MOAT, TfSameAvgPool2d, convert_tf_state_dict, relative_position_bias
 from linzoo.weights import TFCheckpointError, TFCheckpointReader, load_state_dict_file, load_tf_checkpoint
 
@@ -352,7 +353,7 @@ def test_pretrained_true_downloads_and_converts_the_archive(tmp_path, monkeypatc
 
 
 # --- timm contract details ---------------------------------------------------------------------------------
-def test_features_any_size_and_bias_cache():
+def test_features_any_size_and_bias_cache(monkeypatch):
     torch.manual_seed(0)
     model = timm.create_model("tiny_moat_0", features_only=True, out_indices=(1, 2, 3)).eval()
     assert model.feature_info.reduction() == [8, 16, 32]
@@ -374,3 +375,14 @@ def test_features_any_size_and_bias_cache():
     with torch.no_grad():
         net.stages[2].blocks[0].attn.relative_position_bias_table.div_(3.0)
         torch.testing.assert_close(net(x), a)
+    caches = net.stages[2].blocks[0].attn._bias_caches
+    assert list(caches) == [(4, 4)]
+    x2 = torch.randn(1, 3, 96, 64)
+    monkeypatch.setattr(moat, "BIAS_CACHE_MAX", 0)  # large biases are rebuilt per call, not kept
+    with torch.no_grad():
+        c = net(x2)
+    assert list(caches) == [(4, 4)]
+    monkeypatch.setattr(moat, "BIAS_CACHE_MAX", 1 << 24)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x2), c)
+    assert list(caches) == [(4, 4), (6, 4)]
