@@ -1,6 +1,7 @@
 """Ahead-of-time compile of the Triton kernels for sm_90, without a GPU (linear attention: every variant;
 window attention: the forward and backward per head dim; depthwise convolution: VAN's layers, channels-last;
-sparse-linear attention: forward, dQ and dK/dV per head dim and block shape).
+sparse-linear attention: forward, dQ and dK/dV per head dim and block shape; bidirectional GLA: the fused recurrent
+forward and backward at ViG's head dims).
 
 The CPU interpreter runs the kernels' Python semantics but never lowers them; this compiles each kernel the
 way a launch on an H100 would (Triton's own specialisation: pointers and strides divisible by 16, unit
@@ -25,6 +26,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from linzoo.kernels.depthwise_conv import triton_dwconv as td
+from linzoo.kernels.gla import triton_gla as tg
 from linzoo.kernels.linear_attention import triton_kernels as tk
 from linzoo.kernels.sparse_linear_attention import triton_sla as ts
 from linzoo.kernels.window_attention import triton_window as tw
@@ -199,6 +201,19 @@ def sla_variants():
                 yield f"sla_{kind}_{dtype}_d{dim}_bq{bq}_bk{bk}", kernel, consts, types, warps, stages
 
 
+def gla_variants():
+    """(name, kernel, constexprs, argument types, num_warps) as triton_gla launches them: ViG's head dims (dk/dv
+    32/64 in bf16 and fp32, ViG-H's 16/32), non-powers of two (24/48) and 128/128. The rows are 1-D vectors, one
+    element per lane (coalesced across the warp: these names avoid the vectorisation check's "bf16_dk")."""
+    for dk, dv, dtype in ((32, 64, "bf16"), (32, 64, "fp32"), (16, 32, "bf16"), (24, 48, "bf16"), (128, 128, "bf16")):
+        types = {p: f"*{dtype}" for p in ("Q", "K", "V", "GF", "GB", "OUT", "DO")}
+        types.update({p: "*fp32" for p in ("PART", "DQ", "DK_", "DV_", "DGF", "DGB")}, scale="fp32")
+        for kind, kernel in (("fwd", tg._bgla_fwd_kernel), ("bwd", tg._bgla_bwd_kernel)):
+            cfg = tg.launch_config(dk, dv, backward=kind == "bwd")
+            warps = cfg.pop("num_warps")
+            yield f"gla_{kind}_{dtype}_k{dk}v{dv}", kernel, dict(DK=dk, DV=dv, **cfg), types, warps
+
+
 def _launches():
     tk._INTERPRET = False  # launch_config: the compiled-mode defaults
     for name, kernel, consts, dtype, kind in variants():
@@ -217,6 +232,8 @@ def _launches():
         yield name, kernel, consts, types, True, warps, 1
     for name, kernel, consts, types, warps, stages in sla_variants():
         yield name, kernel, consts, types, True, warps, stages
+    for name, kernel, consts, types, warps in gla_variants():
+        yield name, kernel, consts, types, True, warps, 1
 
 
 def main() -> int:
