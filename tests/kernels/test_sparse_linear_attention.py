@@ -337,3 +337,18 @@ def test_gpu_large(lq, lk, d, bq, bk, topk, linear_keys, dtype):
     for name, a, b in zip(("o_s", "o_l", "dq", "dk", "dv"), got, want):
         assert torch.isfinite(a).all(), name
         assert _rel(a, b) < tol, (name, _rel(a, b))
+
+
+@pytest.mark.gpu
+def test_gpu_inductor_compile_and_auto_backend():
+    """On CUDA, backend="auto" is the Triton op, and Inductor compiles it (fullgraph) to the same result."""
+    q, k, v = _inputs(2, 4, 1000, 1000, 64, 64, dtype=torch.bfloat16, device="cuda")
+    kw = dict(topk=0.25, block_q=128, block_k=64)
+    auto = sparse_linear_attention(q, k, v, **kw)
+    triton_out = sparse_linear_attention(q, k, v, backend="triton", **kw)
+    assert all(torch.equal(a, b) for a, b in zip(auto, triton_out))
+    compiled = torch.compile(lambda *a: sparse_linear_attention(*a, **kw), fullgraph=True)
+    got = _outputs_and_grads(compiled, q, k, v)
+    want = _outputs_and_grads(lambda *a: sparse_linear_attention(*a, **kw), q, k, v)
+    for a, b in zip(got, want):
+        assert _rel(a, b) < 1e-2
