@@ -71,22 +71,27 @@ def num_selected_blocks(topk: float, n_key_blocks: int) -> int:
 
 
 def _block_mean(x: torch.Tensor, block: int) -> torch.Tensor:
-    """Mean of ``x (B, H, L, D)`` over blocks of ``block`` tokens, valid tokens only → ``(B, H, ⌈L/block⌉, D)``."""
+    """Mean of ``x (B, H, L, D)`` over blocks of ``block`` tokens, valid tokens only → fp32 ``(B, H, ⌈L/block⌉, D)``.
+
+    Reads ``x`` once in its own dtype (fp32 sums), without padded or fp32 copies."""
     length = x.shape[-2]
-    n_blocks = -(-length // block)
-    padded = F.pad(x.float(), (0, 0, 0, n_blocks * block - length))
-    sums = padded.unflatten(-2, (n_blocks, block)).sum(-2)
-    counts = torch.full((n_blocks,), float(block), device=x.device)
-    counts[-1] = length - (n_blocks - 1) * block
-    return sums / counts[:, None]
+    full = length // block
+    parts = []
+    if full:
+        parts.append(x[..., : full * block, :].unflatten(-2, (full, block)).sum(-2, dtype=torch.float32) / block)
+    if full * block < length:
+        tail = x[..., full * block :, :].sum(-2, keepdim=True, dtype=torch.float32)
+        parts.append(tail / (length - full * block))
+    return torch.cat(parts, -2) if len(parts) > 1 else parts[0]
 
 
 def block_scores(q: torch.Tensor, k: torch.Tensor, block_q: int, block_k: int) -> torch.Tensor:
-    """P̂ = mean-pooled q · mean-pooled smooth-k, fp32 ``(B, H, Mq, Nk)``."""
-    q = q.detach().float()
-    k = k.detach().float()
-    smooth_k = k - k.mean(dim=-2, keepdim=True)
-    return _block_mean(q, block_q) @ _block_mean(smooth_k, block_k).transpose(-1, -2)
+    """P̂ = mean-pooled q · mean-pooled smooth-k, fp32 ``(B, H, Mq, Nk)``.
+
+    The block mean of k_j − k̄ is the block mean of k minus k̄, so smooth-k is never formed."""
+    q, k = q.detach(), k.detach()
+    pooled_k = _block_mean(k, block_k) - k.mean(dim=-2, keepdim=True, dtype=torch.float32)
+    return _block_mean(q, block_q) @ pooled_k.transpose(-1, -2)
 
 
 def block_mask_from_lut(lut: torch.Tensor, n_key_blocks: int) -> torch.Tensor:
