@@ -9,11 +9,11 @@
 #   scripts/fetch_sla_peer.sh                # optional: the official SLA kernels (peers of the sla step) into .peers/sla/
 #   run(command="bash scripts/gpu_run.sh [--quick] [STEP...]", carry=[".whl", ".official", ".peers"], timeout_s=600)
 # Then unpack: tar -xzf <files_at>/results.tgz -C docs/benchmarks/
-# STEPs (default: all): tests kernels (= la na dwconv) models profile lit linfusion; also host (host_overhead.py), la_old,
+# STEPs (default: all): tests kernels (= la na dwconv) gla models profile lit linfusion; also host (host_overhead.py), la_old,
 # sla (benchmarks/sparse_linear_attention.py; SLA_BUDGET, SLA_ARGS e.g. --cases 0,2 --modes fwd),
 # sweep (models.py --sweep-only: the memory / throughput plots; SWEEP_BUDGET, SWEEP_ARGS e.g. --models ravlt_s --peers)
 # Budgets and options by environment: TESTS_BUDGET, TESTS_PATHS (e.g. tests/kernels), TESTS_ARGS (e.g. -n 6), LA_BUDGET, LA_ARGS,
-# NA_BUDGET, NA_ARGS (e.g. --budget 200), DWCONV_BUDGET, DWCONV_ARGS (--variants), MODELS_BUDGET, MODELS_ARGS, PROFILE_BUDGET, PROFILE_MODELS, PROFILE_ARGS (--compile), HOST_BUDGET, LIT_BUDGET, LINFUSION_BUDGET.
+# NA_BUDGET, NA_ARGS (e.g. --budget 200), GLA_BUDGET, GLA_ARGS (e.g. --cases 0-3, --skip-peers compiled), DWCONV_BUDGET, DWCONV_ARGS (--variants), MODELS_BUDGET, MODELS_ARGS, PROFILE_BUDGET, PROFILE_MODELS, PROFILE_ARGS (--compile), HOST_BUDGET, LIT_BUDGET, LINFUSION_BUDGET.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/linzoo_out}"
@@ -26,7 +26,7 @@ for arg in "$@"; do
     *) STEPS+=("$arg") ;;
   esac
 done
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests kernels models profile lit linfusion)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests kernels gla models profile lit linfusion)
 export PYTHONUNBUFFERED=1
 PY="${PYTHON:-python3}"
 
@@ -86,6 +86,9 @@ for step in "${STEPS[@]}"; do
       cp .oldrev/REV results/oldrev/ 2>/dev/null
       run_step bench_la_oldrev "${LA_OLD_BUDGET:-90}" env PYTHONPATH="/tmp/lzo:$PYTHONPATH" "$PY" \
         benchmarks/linear_attention.py --out results/oldrev --breakdown-only ;;
+    gla)  # bidirectional GLA (ViG); the official kernels from .official/vig/fla (scripts/fetch_official.sh)
+      run_step bench_gla "${GLA_BUDGET:-240}" "$PY" benchmarks/gla.py --out results --official-dir .official/vig \
+        $QUICK ${GLA_ARGS:-} ;;
     dwconv) run_step bench_depthwise_conv "${DWCONV_BUDGET:-120}" "$PY" benchmarks/depthwise_conv.py --out results $QUICK \
       ${DWCONV_ARGS:-} ;;
     host) run_step host_overhead "${HOST_BUDGET:-120}" "$PY" benchmarks/host_overhead.py --out results ;;
