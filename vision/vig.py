@@ -24,7 +24,8 @@ ViG-H (:class:`HierViG`) runs the same mixer (output ``(o^f + o^b) / 2``, no SiL
 LayerNorm2d (eps 1e-5) and a SwiGLU MLP, 4 stages at strides 4/8/16/32 (stem Conv3x3/2 - LN - GELU - Conv3x3/2 - LN,
 Conv3x3/2 - LN downsampling), no position embedding; its classifier normalises, then averages.
 
-The bidirectional scan is :func:`linzoo.kernels.gla.bidirectional_gla` (chunked PyTorch, fp32; no Triton kernel yet).
+The bidirectional scan is :func:`linzoo.kernels.gla.bidirectional_gla`: its fused recurrent Triton kernels on CUDA
+(forward and backward), the chunked PyTorch form elsewhere (``LINZOO_KERNEL_BACKEND`` picks one).
 Official-code details kept for bit-faithful outputs: the mixer output is ``(o^f + o^b) / 4`` (the official eval path
 divides the kernel's mean by 2 again; only the next RMSNorm's eps sees it), used in training too (the official
 training path uses ``/ 2``); ViG-T alone has the SiLU after the depthwise conv and before ``o_proj``; the same
