@@ -262,6 +262,13 @@ def run_case(case, dtype, mode, flex_compiled, peak, bw, skip_peers=()) -> dict:
         except Exception:
             traceback.print_exc()
             row["err"] = {}
+        from triton.testing import do_bench
+
+        from linzoo.kernels import sla_block_map
+
+        q, k, _ = inputs  # the block map (not in the peers' times): pooling, scores, top-k
+        run_map = lambda: sla_block_map(q, k, topk=1.0 - sparsity, block_q=bq, block_k=bk)
+        row["map_ms"] = do_bench(run_map, warmup=10, rep=40, return_mode="median")
     for name in PEERS:
         peer = peers.get(name)
         if name in skip_peers:
@@ -360,10 +367,13 @@ def render(results: dict, out_dirs: list[Path], plot: bool = True) -> None:
         " Flex sparse vs `ours_sparse`). Same LUT for every sparse peer; the block map itself is not timed."
         " Dense-eq TFLOP/s = 4·B·H·N²·d / t (fwd), the official benchmark's count; % floor = max(FLOPs/peak,"
         " bytes/bandwidth) of the work actually done over ours' time. err: max|ours − fp32 reference| / max|ref|"
-        " (o_s; o_l) on two heads, and peers' o_s vs ours.",
+        " (o_s; o_l) on two heads, and peers' o_s vs ours. `block map`: ms of `sla_block_map` (pooling, scores,"
+        " top-k), not included in the peers' times.",
         "",
-        "| case | B·H·N·d | blocks (T / Nk) | mode | " + " | ".join(PEERS) + " | dense-eq TFLOP/s | % floor | err |",
-        "|---" * (len(PEERS) + 7) + "|",
+        "| case | B·H·N·d | blocks (T / Nk) | mode | "
+        + " | ".join(PEERS)
+        + " | block map | dense-eq TFLOP/s | % floor | err |",
+        "|---" * (len(PEERS) + 8) + "|",
     ]
     for r in results["rows"]:
         shape = f"{r['B']}·{r['H']}·{r['N']}·{r['d']}"
@@ -373,7 +383,8 @@ def render(results: dict, out_dirs: list[Path], plot: bool = True) -> None:
         err = r.get("err") or {}
         err_s = ", ".join(f"{k} {v:.1e}" if isinstance(v, float) else f"{k} {v}" for k, v in err.items()) or "-"
         cells = " | ".join(_fmt(r, p) for p in PEERS)
-        lines.append(f"| {r['case']} | {shape} | {blocks} | {r['mode']} | {cells} | {tf} | {pct} | {err_s} |")
+        bmap = f"{r['map_ms']:.3f}" if "map_ms" in r else "-"
+        lines.append(f"| {r['case']} | {shape} | {blocks} | {r['mode']} | {cells} | {bmap} | {tf} | {pct} | {err_s} |")
     bwd = _bwd_rows(results["rows"])
     if bwd:
         names = [p for p in PEERS if any(p in r["ms"] for r in bwd)]

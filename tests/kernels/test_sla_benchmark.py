@@ -41,6 +41,7 @@ def test_render_table_ratios_backward_and_notes(tmp_path):
     for r in rows:
         bench.add_derived(r, 800e12, 3.0e12)
     rows[0]["err"] = {"ours_o_s": 1e-3}
+    rows[0]["map_ms"] = 0.125
     md = tmp_path / "sparse_linear_attention.md"
     md.write_text("old\n\n" + bench.MARKER + "\n\n## Notes\nkept\n")
     bench.render(dict(env=env, rows=rows), [tmp_path], plot=False)
@@ -50,7 +51,7 @@ def test_render_table_ratios_backward_and_notes(tmp_path):
     assert "20.000 (20.00×)" in text and "n/a (not carried)" in text
     assert "| Wan | 2.000 | 2.000 | 2.400 | 50.000 |" in text  # fwd+bwd − fwd per peer
     dense = 4 * 12 * 32760**2 * 128
-    assert f"| {dense / 1e-3 / 1e12:.0f} |" in text  # dense-equivalent TFLOP/s of the forward row
+    assert f"| 0.125 | {dense / 1e-3 / 1e12:.0f} |" in text  # block map ms, dense-equivalent TFLOP/s (fwd row)
     assert "ours_o_s 1.0e-03" in text and "flex_sparse / ours_sparse: 1.69×" in text
     saved = json.loads((tmp_path / "sparse_linear_attention.json").read_text())
     assert saved["rows"][0]["pct_floor"] == pytest.approx(100 * rows[0]["floor_ms"] / 1.0)
