@@ -13,7 +13,8 @@ Backward (FlashAttention-2 style; the probabilities are recomputed as ``P = exp2
   dP = dO Vᵀ, dS = P ∘ (dP − Δ), dQ = scale · dS K;
 - ``_sla_bwd_dkdv_kernel``: per key tile, the query blocks that selected its key block (a transposed index
   ``(B, H, Nk, Mq)`` built with torch from the LUT: the selecting query blocks first, then a count), dV = Pᵀ dO,
-  dK = scale · dSᵀ Q. No atomics: every dK/dV row is written once (zeros for never-selected key blocks).
+  dK = scale · dSᵀ Q. No atomics: every dK/dV row is written once (zeros for never-selected key blocks). The
+  programs are launched by decreasing work (a 1-D grid through a permutation sorted on the counts).
 
 Inputs keep their strides (the last dim must be contiguous, else it is copied). fp32 inputs use IEEE fp32 dot
 products; fp16/bf16 use tensor cores with P and dS cast to the input dtype (as FlashAttention). Head dims that are
@@ -49,7 +50,7 @@ def launch_config(kind: str, block_q: int, block_k: int, bd: int, bdv: int, fp32
         cfg = dict(TM=min(block_q, 64), TN=min(block_k, tn), num_stages=2)
         cfg["num_warps"] = 8 if wide >= 128 else 4
     else:  # dkdv: TN key rows own fp32 dK and dV accumulators, TM query rows are streamed
-        tm = 32 if (fp32 or wide > 64) else 64
+        tm = 16 if wide > 128 else 32 if (fp32 or wide > 64) else 64  # d 256 with 32 rows spilled 8-32 B
         cfg = dict(TM=min(block_q, tm), TN=min(block_k, 64), num_stages=2)
         cfg["num_warps"] = 8 if wide >= 128 else 4
     if fp32:  # IEEE fp32 dot products hold their operands in registers: 4 warps spilled 200-400 B per thread
@@ -158,14 +159,15 @@ def _sla_bwd_dq_kernel(
 
 @triton.jit
 def _sla_bwd_dkdv_kernel(
-    Q, K, V, DO, DK_, DV_, LSE, DELTA, QIDX, QCNT,
+    Q, K, V, DO, DK_, DV_, LSE, DELTA, QIDX, QCNT, ORDER,
     s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, s_gb, s_gh, s_gn,
-    s_dkb, s_dkh, s_dkn, s_dvb, s_dvh, s_dvn, n_heads, LQ, LK, n_qb, n_kb, qk_scale, scale,
+    s_dkb, s_dkh, s_dkn, s_dvb, s_dvh, s_dvn, n_heads, LQ, LK, n_qb, n_kb, n_kt, qk_scale, scale,
     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, TM: tl.constexpr, TN: tl.constexpr,
     D: tl.constexpr, DV: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
+    tile = tl.load(ORDER + tl.program_id(0))  # key tiles by decreasing work: the long ones start first
+    pid_n = tile % n_kt
+    bh = tile // n_kt
     b = (bh // n_heads).to(tl.int64)
     h = (bh % n_heads).to(tl.int64)
     n0 = pid_n * TN
@@ -259,6 +261,14 @@ def transpose_lut(lut: torch.Tensor, n_key_blocks: int) -> tuple[torch.Tensor, t
     return key.sort(dim=-1).values.to(torch.int32).contiguous(), sel.sum(-1, dtype=torch.int32).contiguous()
 
 
+def dkdv_order(qcnt: torch.Tensor, n_key_tiles: int, tile: int, block_k: int) -> torch.Tensor:
+    """Launch order of the dK/dV programs: ``(b·H + h)·n_key_tiles + key tile`` by decreasing count of selecting
+    query blocks (longest-first scheduling: a key block that every query block selected, e.g. a sink, is
+    ``Mq / T`` times the average work and would otherwise finish last), int32."""
+    work = qcnt.repeat_interleave(block_k // tile, dim=-1)[..., :n_key_tiles]  # (B, H, key tiles)
+    return torch.argsort(work.flatten(), descending=True, stable=True).to(torch.int32)
+
+
 def backward(grad_out, q, k, v, out, lse, lut, block_q: int, block_k: int, scale: float):
     """Launch the two backward kernels; returns ``(dq, dk, dv)`` in the inputs' dtype."""
     q, k, v, grad_out, out = _rows(q), _rows(k), _rows(v), _rows(grad_out), _rows(out)
@@ -281,10 +291,12 @@ def backward(grad_out, q, k, v, out, lse, lut, block_q: int, block_k: int, scale
     )  # fmt: skip
     qidx, qcnt = transpose_lut(lut, n_kb)
     cfg = launch_config("dkdv", block_q, block_k, dims["BD"], dims["BDV"], fp32)
-    launch(_sla_bwd_dkdv_kernel, (cdiv(lk, cfg["TN"]), bsz * heads),
-        q, k, v, grad_out, dk, dv, lse, delta, qidx, qcnt,
+    n_kt = cdiv(lk, cfg["TN"])
+    order = dkdv_order(qcnt, n_kt, cfg["TN"], block_k)
+    launch(_sla_bwd_dkdv_kernel, (order.numel(),),
+        q, k, v, grad_out, dk, dv, lse, delta, qidx, qcnt, order,
         *_strides(q), *_strides(k), *_strides(v), *_strides(grad_out), *_strides(dk), *_strides(dv),
-        heads, lq, lk, n_qb, n_kb, scale * LOG2E, scale,
+        heads, lq, lk, n_qb, n_kb, n_kt, scale * LOG2E, scale,
         BLOCK_Q=block_q, BLOCK_K=block_k, **cfg, **dims,
     )  # fmt: skip
     return dq, dk, dv

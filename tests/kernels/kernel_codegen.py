@@ -191,7 +191,8 @@ def sla_variants():
     ):
         bd = max(16, triton.next_power_of_2(dim))
         types = {p: f"*{dtype}" for p in ("Q", "K", "V", "Out", "DO", "DQ", "DK_", "DV_")}
-        types.update(LSE="*fp32", DELTA="*fp32", LUT="*i32", QIDX="*i32", QCNT="*i32", qk_scale="fp32", scale="fp32")
+        types.update(LSE="*fp32", DELTA="*fp32", LUT="*i32", QIDX="*i32", QCNT="*i32", ORDER="*i32")
+        types.update(qk_scale="fp32", scale="fp32")
         for bq, bk in blocks:
             for kind, kernel in kernels.items():
                 cfg = ts.launch_config(kind, bq, bk, bd, bd, dtype == "fp32")
