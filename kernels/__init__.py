@@ -1,12 +1,13 @@
 """Attention ops shared by the zoo: a PyTorch reference beside each fused Triton kernel.
 
-The attention ops with a Triton kernel (linear, neighborhood and window attention) take
+The attention ops with a Triton kernel (linear, neighborhood, window and sparse-linear attention) take
 ``backend="auto" | "triton" | "torch"`` (``auto``: the env var ``LINZOO_KERNEL_BACKEND``, else Triton on CUDA,
 else the reference) and are ``torch.library`` custom ops with a fake implementation and autograd.
 ``bidirectional_gla`` (ViG) has no Triton kernel yet: it is a chunked PyTorch scan beside its recurrent
 reference.
 ``sparse_linear_attention`` (SLA) returns the block-sparse softmax branch and the linear branch; the sparse branch
-is a fused block-sparse FlashAttention (Triton forward and backward), ``sla_block_map`` its block selection and
+is a fused block-sparse FlashAttention (Triton forward and backward), the linear branch over all keys the fused
+linear-attention op (over the non-selected blocks: PyTorch matmuls); ``sla_block_map`` is its block selection and
 ``SparseLinearAttention`` the official module (``O_s + proj_l(O_l)``).
 ``depthwise_conv2d`` fuses a stride-1 depthwise convolution with its bias, GELU and shortcut (same backends).
 """
