@@ -43,9 +43,11 @@ Backward (:func:`_bgla_bwd_kernel`), with ``dH`` the adjoint of a state (``dH^f_
   fla's fused recurrent backward, a gate gradient is a sum of many ``r`` terms, so its absolute error is about
   ``2^-24 · Σ_s |r_s|`` (relative to the largest gate gradient: ~1e-7 in fp32).
 
-With several dv tiles (dv > BV) the programs write per-tile partials of dq, dk and the gate gradients (linear
-in the tile's columns) and the host adds them. All state arithmetic is fp32; inputs of any float dtype (and
-mixed dtypes) are read as they are, rows must have a unit last stride (other strides are arguments).
+With one dv tile (dv <= 64: ViG's heads) the gradients are written once, in their inputs' dtypes, and only
+sweep A's three terms pass through fp32 scratch; with several (dv > 64) the programs write fp32 per-tile partials
+of dq, dk and the gate gradients (linear in the tile's columns) and the host adds them. All state arithmetic is
+fp32; inputs of any float dtype (and mixed dtypes) are read as they are, rows must have a unit last stride (other
+strides are arguments).
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def _bgla_fwd_kernel(
 
 @triton.jit
 def _bgla_bwd_kernel(
-    Q, K, V, GF, GB, DO, DQ, DK_, DV_, DGF, DGB,
+    Q, K, V, GF, GB, DO, DQ, DK_, DV_, DGF, DGB, SQ, SK, SV,
     H, L, BH,
     s_qb, s_qh, s_qt,
     s_kb, s_kh, s_kt,
@@ -156,8 +158,10 @@ def _bgla_bwd_kernel(
     scale,
     DK: tl.constexpr, DV: tl.constexpr, DKP: tl.constexpr, BVH: tl.constexpr, BVL: tl.constexpr,
 ):  # fmt: skip
-    """Gradients of one program's dv tile: ``DQ, DK_, DGF, DGB`` fp32 ``(NV, B, H, L, DK)`` per-tile partials,
-    ``DV_`` fp32 ``(B, H, L, DV)`` (complete: the tile holds every dk row).
+    """Gradients of one program's dv tile: ``DQ, DK_, DGF, DGB`` ``(NV, B, H, L, DK)`` per-tile partials (with one
+    tile, NV = 1: the gradients themselves, in any dtype), ``DV_`` ``(B, H, L, DV)`` (complete: the tile holds every
+    dk row). ``SQ, SK`` (shaped like ``DQ``) and ``SV`` (like ``DV_``): fp32 scratch for sweep A's terms, read back
+    by sweep B (they may be the outputs themselves when those are fp32).
 
     The tile's ``BV = BVH · BVL`` columns are a 3-D ``(BVH, DKP, BVL)`` state: the compiler's default layout puts
     ``BVL`` columns and ``32 / BVL`` groups of dk rows on a warp's lanes, so the contractions over dv (dq, dk) add
@@ -183,6 +187,9 @@ def _bgla_bwd_kernel(
     df_ptr = DGF + part
     db_ptr = DGB + part
     dv_ptr = DV_ + pid.to(tl.int64) * L * DV + cv
+    sq_ptr = SQ + part
+    sk_ptr = SK + part
+    sv_ptr = SV + pid.to(tl.int64) * L * DV + cv
 
     # sweep A, t = 0 .. L-1: forward state -> dq^f; adjoint of the backward state -> dk^b, dv^b.
     # Each step's rows are loaded one step ahead (n*), as in the forward kernel.
@@ -206,9 +213,9 @@ def _bgla_bwd_kernel(
         do3 = do[:, None, :]
         s_f = s_f * a_f[None, :, None] + k3 * v3
         dh_b += (q * scale)[None, :, None] * do3
-        tl.store(dq_ptr + t * DK, tl.sum(tl.sum(s_f * do3, 0), 1) * scale, mask=mk)
-        tl.store(dk_ptr + t * DK, tl.sum(tl.sum(dh_b * v3, 0), 1), mask=mk)
-        tl.store(dv_ptr + t * DV, tl.sum(dh_b * k3, 1), mask=mv)
+        tl.store(sq_ptr + t * DK, tl.sum(tl.sum(s_f * do3, 0), 1) * scale, mask=mk)
+        tl.store(sk_ptr + t * DK, tl.sum(tl.sum(dh_b * v3, 0), 1), mask=mk)
+        tl.store(sv_ptr + t * DV, tl.sum(dh_b * k3, 1), mask=mv)
         dh_b = dh_b * a_b[None, :, None]  # dH^b_{t+1} receives a^b_t ⊙ dH^b_t
     tl.debug_barrier()  # sweep B reads the stored terms back, possibly from other threads of the program
 
@@ -225,7 +232,7 @@ def _bgla_bwd_kernel(
         _row(do_ptr, last, s_ot, mv),
     )
     nf, ng = _row(f_ptr, last, s_ft, mk), _row(g_ptr, last, s_gt, mk)
-    ndq, ndk, ndv = _row(dq_ptr, last, DK, mk), _row(dk_ptr, last, DK, mk), _row(dv_ptr, last, DV, mv)
+    ndq, ndk, ndv = _row(sq_ptr, last, DK, mk), _row(sk_ptr, last, DK, mk), _row(sv_ptr, last, DV, mv)
     for i in range(0, L):
         t = last - i
         q, k, v, do, a_f, a_b = _f32(nq), _f32(nk), _f32(nv), _f32(ndo), tl.exp(_f32(nf)), tl.exp(_f32(ng))
@@ -235,9 +242,9 @@ def _bgla_bwd_kernel(
         nv, ndo = _row(v_ptr, t - 1, s_vt, mv & ahead), _row(do_ptr, t - 1, s_ot, mv & ahead)
         nf, ng = _row(f_ptr, t - 1, s_ft, mk & ahead), _row(g_ptr, t - 1, s_gt, mk & ahead)
         ndq, ndk, ndv = (
-            _row(dq_ptr, t - 1, DK, mk & ahead),
-            _row(dk_ptr, t - 1, DK, mk & ahead),
-            _row(dv_ptr, t - 1, DV, mv & ahead),
+            _row(sq_ptr, t - 1, DK, mk & ahead),
+            _row(sk_ptr, t - 1, DK, mk & ahead),
+            _row(sv_ptr, t - 1, DV, mv & ahead),
         )
         k3 = k[None, :, None]
         v3 = v[:, None, :]
@@ -249,12 +256,13 @@ def _bgla_bwd_kernel(
         dv_f = tl.sum(dh_f * k3, 1)
         dh_f = dh_f * a_f[None, :, None]  # dH^f_{t-1} receives a^f_t ⊙ dH^f_t
         acc_f += q * dq_f - k * dk_f
-        tl.store(df_ptr + t * DK, tl.where(t == 0, 0.0, acc_f), mask=mk)  # exactly 0 (Σ_s r^f_s = 0) at t = 0
-        tl.store(db_ptr + t * DK, -acc_b, mask=mk)
+        out_f = tl.where(t == 0, 0.0, acc_f)  # exactly 0 (Σ_s r^f_s = 0) at t = 0
+        tl.store(df_ptr + t * DK, out_f.to(DGF.dtype.element_ty), mask=mk)
+        tl.store(db_ptr + t * DK, (-acc_b).to(DGB.dtype.element_ty), mask=mk)
         acc_b += q * dq_b - k * dk_b
-        tl.store(dq_ptr + t * DK, dq_f + dq_b, mask=mk)
-        tl.store(dk_ptr + t * DK, dk_f + dk_b, mask=mk)
-        tl.store(dv_ptr + t * DV, dv_f + dv_b, mask=mv)
+        tl.store(dq_ptr + t * DK, (dq_f + dq_b).to(DQ.dtype.element_ty), mask=mk)
+        tl.store(dk_ptr + t * DK, (dk_f + dk_b).to(DK_.dtype.element_ty), mask=mk)
+        tl.store(dv_ptr + t * DV, (dv_f + dv_b).to(DV_.dtype.element_ty), mask=mv)
 
 
 def launch_config(dk: int, dv: int, backward: bool = False) -> dict:
@@ -331,16 +339,26 @@ def backward(
     cfg = launch_config(dk, dv, backward=True)
     warps = cfg.pop("num_warps")
     nv = -(-dv // _tile(cfg))
-    partials = torch.empty((4, nv, b, h, length, dk), device=q.device, dtype=torch.float32)
-    d_v = torch.empty((b, h, length, dv), device=q.device, dtype=torch.float32)
+    new = lambda shape, dtype: torch.empty(shape, device=q.device, dtype=dtype)
+    f32 = torch.float32
+    if nv == 1:  # the gradients are written once, in their dtypes; sweep A's terms go to fp32 scratch (or in place)
+        outs = [new((b, h, length, dk), dt) for dt in (dtypes[0], dtypes[1], dtypes[3], dtypes[4])]
+        d_v = new((b, h, length, dv), dtypes[2])
+        scratch = [t if t.dtype == f32 else new(t.shape, f32) for t in (outs[0], outs[1], d_v)]
+    else:  # per-tile fp32 partials of dq, dk and the gate gradients, added below; dv is complete per tile
+        outs = list(new((4, nv, b, h, length, dk), f32).unbind(0))
+        d_v = new((b, h, length, dv), f32)
+        scratch = [outs[0], outs[1], d_v]
     launch(
         _bgla_bwd_kernel, (nv, b * h),
-        q, k, v, gk_fwd, gk_bwd, grad_out, partials[0], partials[1], d_v, partials[2], partials[3],
+        q, k, v, gk_fwd, gk_bwd, grad_out, outs[0], outs[1], d_v, outs[2], outs[3], *scratch,
         h, length, b * h,
         *_strides(q), *_strides(k), *_strides(v), *_strides(gk_fwd), *_strides(gk_bwd), *_strides(grad_out),
         float(scale),
         DK=dk, DV=dv, **cfg, num_warps=warps, num_stages=1,
     )  # fmt: skip
-    grads = partials[:, 0] if nv == 1 else partials.sum(1)
-    d_q, d_k, d_gf, d_gb = grads.unbind(0)
+    if nv == 1:
+        d_q, d_k, d_gf, d_gb = outs
+        return d_q, d_k, d_v, d_gf, d_gb
+    d_q, d_k, d_gf, d_gb = (t.sum(0) for t in outs)
     return tuple(g.to(dt) for g, dt in zip((d_q, d_k, d_v, d_gf, d_gb), dtypes))

@@ -208,10 +208,12 @@ def gla_variants():
     element per lane (coalesced across the warp: these names avoid the vectorisation check's "bf16_dk")."""
     for dk, dv, dtype in ((32, 64, "bf16"), (32, 64, "fp32"), (16, 32, "bf16"), (24, 48, "bf16"), (128, 128, "bf16")):
         types = {p: f"*{dtype}" for p in ("Q", "K", "V", "GF", "GB", "OUT", "DO")}
-        types.update({p: "*fp32" for p in ("PART", "DQ", "DK_", "DV_", "DGF", "DGB")}, scale="fp32")
+        types.update({p: "*fp32" for p in ("PART", "SQ", "SK", "SV")}, scale="fp32")
         for kind, kernel in (("fwd", tg._bgla_fwd_kernel), ("bwd", tg._bgla_bwd_kernel)):
             cfg = tg.launch_config(dk, dv, backward=kind == "bwd")
             warps = cfg.pop("num_warps")
+            one_tile = kind == "fwd" or dv <= cfg["BVH"] * cfg["BVL"]  # gradients in the inputs' dtype, else fp32
+            types.update({p: f"*{dtype}" if one_tile else "*fp32" for p in ("DQ", "DK_", "DV_", "DGF", "DGB")})
             yield f"gla_{kind}_{dtype}_k{dk}v{dv}", kernel, dict(DK=dk, DV=dv, **cfg), types, warps
 
 

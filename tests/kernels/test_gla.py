@@ -257,6 +257,18 @@ def test_custom_op_registration():
         assert out.shape == (1, 2, 5, 8) and out.dtype == torch.bfloat16
 
 
+@needs_kernels
+def test_traced_as_one_op_without_graph_breaks():
+    """torch.compile (``aot_eager``: Dynamo + AOTAutograd on fake tensors, no codegen) traces the custom op and its
+    backward in one graph; the results equal the eager kernel's."""
+    tensors = _inputs(1, 2, 11, 8, 16, seed=14)
+    fn = torch.compile(lambda *a: bidirectional_gla(*a, backend="triton"), backend="aot_eager", fullgraph=True)
+    got = _outputs_and_grads(fn, [t.to(DEVICE) for t in tensors])
+    want = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="triton"), [t.to(DEVICE) for t in tensors])
+    for name, a, w in zip(NAMES, got, want):
+        torch.testing.assert_close(a, w, rtol=0, atol=0, msg=name)
+
+
 # --------------------------------------------------------------------------------------------------
 # parity with the official kernel (only where its source is given: LINZOO_GLA_OFFICIAL=<dir holding the `fla`
 # package of hustvl/ViG's vendored flash-linear-attention, at least fla/ops/utils.py and
@@ -365,6 +377,31 @@ def test_gpu_vig_shapes(shape, dtype):
     for name, a, w in zip(NAMES, got, want):
         assert torch.isfinite(a).all(), name
         assert _rel(a, w) < tol, (name, _rel(a, w))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["vig_t", "vig_h_t"])
+def test_gpu_models_same_logits_and_grads_with_either_backend(name, monkeypatch):
+    """ViG-T and ViG-H-T at 224 px (fp32, TF32 off): logits and parameter gradients with the kernels vs the chunked
+    form."""
+    from linzoo.vision import vig
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    model = getattr(vig, name)(pretrained=False).cuda().train()
+    x = torch.randn(4, 3, 224, 224, device="cuda")
+    results = {}
+    for backend in ("torch", "triton"):
+        monkeypatch.setenv("LINZOO_KERNEL_BACKEND", backend)
+        model.zero_grad()
+        logits = model(x)
+        logits.square().mean().backward()
+        grads = [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]
+        results[backend] = (logits.detach(), grads)
+    assert _rel(results["triton"][0], results["torch"][0]) < 1e-4
+    worst = max(_rel(a, b) for a, b in zip(results["triton"][1], results["torch"][1]))
+    assert worst < 1e-3, worst
 
 
 @pytest.mark.gpu
