@@ -22,7 +22,7 @@ The cost of the choice is latency: each program walks its L tokens one after the
 (ViG-H stage 1) the forward is bounded by ~L dependent steps, not by bandwidth; a chunked kernel would be the
 next step for high-resolution ViG-H if the GPU benchmark (``benchmarks/gla.py``) shows that stage dominating.
 
-Forward (:func:`_bgla_fwd_kernel`): program ``(i_v, b·H + h)`` holds both states for dv columns
+Forward (:func:`_bgla_fwd_kernel`): program ``(b·H + h, i_v)`` holds both states for dv columns
 ``[i_v·BV, (i_v+1)·BV)`` and all dk rows (a ``DKP × BV`` fp32 tile each; the q·S contraction runs over dk) and
 steps the forward scan over ``t = i`` and the backward scan over ``t = L-1-i`` in the same iteration. Position
 ``t`` gets its two contributions at steps ``t`` and ``L-1-t``: the loop is cut in halves; in the first half
@@ -92,8 +92,8 @@ def _bgla_fwd_kernel(
 
     The rows of the next step are loaded one step ahead (the ``n*`` registers): a step's loads do not depend on
     the state, so their latency overlaps the current step's arithmetic instead of stalling the one warp."""
-    i_v = tl.program_id(0)
-    pid = tl.program_id(1)
+    pid = tl.program_id(0)  # b·H + h on the first axis: up to 2^31 - 1 programs (the second allows 65535)
+    i_v = tl.program_id(1)
     b = (pid // H).to(tl.int64)
     h = (pid % H).to(tl.int64)
     rk = tl.arange(0, DKP)
@@ -167,8 +167,8 @@ def _bgla_bwd_kernel(
     ``BVL`` columns and ``32 / BVL`` groups of dk rows on a warp's lanes, so the contractions over dv (dq, dk) add
     ``BVH`` values in-thread before ``log2(BVL)`` shuffles, and the one over dk (dv) before ``log2(32 / BVL)``
     (a ``(DKP, BV)`` tile with all lanes on dv took 5 shuffles per dk row for each of them: ~5x more)."""
-    i_v = tl.program_id(0)
-    pid = tl.program_id(1)
+    pid = tl.program_id(0)  # b·H + h on the first axis: up to 2^31 - 1 programs (the second allows 65535)
+    i_v = tl.program_id(1)
     b = (pid // H).to(tl.int64)
     h = (pid % H).to(tl.int64)
     rk = tl.arange(0, DKP)
@@ -312,7 +312,7 @@ def forward(
     cfg = launch_config(dk, dv)
     warps = cfg.pop("num_warps")
     launch(
-        _bgla_fwd_kernel, (-(-dv // _tile(cfg)), b * h),
+        _bgla_fwd_kernel, (b * h, -(-dv // _tile(cfg))),
         q, k, v, gk_fwd, gk_bwd, out, part,
         h, length,
         *_strides(q), *_strides(k), *_strides(v), *_strides(gk_fwd), *_strides(gk_bwd),
@@ -350,7 +350,7 @@ def backward(
         d_v = new((b, h, length, dv), f32)
         scratch = [outs[0], outs[1], d_v]
     launch(
-        _bgla_bwd_kernel, (nv, b * h),
+        _bgla_bwd_kernel, (b * h, nv),
         q, k, v, gk_fwd, gk_bwd, grad_out, outs[0], outs[1], d_v, outs[2], outs[3], *scratch,
         h, length, b * h,
         *_strides(q), *_strides(k), *_strides(v), *_strides(gk_fwd), *_strides(gk_bwd), *_strides(grad_out),
