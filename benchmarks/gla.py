@@ -23,7 +23,11 @@ in fp32 (max |Δ| / max |reference|), for the output and, in fwd+bwd rows, the w
 
 Writes ``docs/benchmarks/gla.{md,json,png}`` (and the same under ``--out DIR``); the png is forward time vs L.
 
-    python benchmarks/gla.py [--quick] [--out DIR] [--official-dir .official] [--cases 0,3,5-8]
+``--tune`` first times every (dv tile, warps) launch of :data:`linzoo.kernels.gla.triton_gla.TUNING`'s keys at the
+two headline shapes (CUDA-graph GPU time; forward for the forward kernel, forward+backward for the backward one),
+keeps the fastest for the rest of the run and prints the table (also ``gla_tuning.json``).
+
+    python benchmarks/gla.py [--quick] [--tune] [--out DIR] [--official-dir .official/vig] [--cases 0,3,5-8]
     python benchmarks/gla.py --render docs/benchmarks/gla.json   # md + png only
 """
 
@@ -208,6 +212,57 @@ def _time(fn, inputs, mode, graph: bool):
     return ms, graph_ms
 
 
+TUNE_TILES = (8, 16, 32, 64)
+TUNE_WARPS = (1, 2, 4)
+
+
+def tune_candidates(kind: str, dvp: int) -> list[tuple[int, int]]:
+    """(dv tile, warps) pairs tried for a kernel kind (same for both) at a padded dv: tiles up to dv (>= 8: the
+    backward's tile is at least one 8-lane group), 1-4 warps."""
+    return [(bv, w) for bv in TUNE_TILES if bv <= dvp for w in TUNE_WARPS]
+
+
+def tune(budget_s: float) -> dict:
+    """Time every candidate launch of both kernels at ``CASES[:2]`` (bf16, CUDA-graph GPU time), set
+    ``triton_gla.TUNING`` to the fastest per key, and return the log (candidate -> ms)."""
+    from triton.testing import do_bench_cudagraph
+
+    from linzoo.kernels._backend import next_pow2
+    from linzoo.kernels.gla import bidirectional_gla
+    from linzoo.kernels.gla import triton_gla as tg
+
+    ours = lambda *a: bidirectional_gla(*a, backend="triton")
+    started, log = time.time(), {}
+    for label, b, h, length, dk, dv in CASES[:2]:
+        inputs = _inputs(b, h, length, dk, dv, torch.bfloat16)
+        dkp, dvp = max(16, next_pow2(dk)), max(16, next_pow2(dv))
+        for kind, mode in (("fwd", "fwd"), ("bwd", "fwd+bwd")):
+            key, default = (kind, dkp, dvp), tg.TUNING.get((kind, dkp, dvp))
+            timed = []
+            for bv, warps in tune_candidates(kind, dvp):
+                if time.time() - started > budget_s:
+                    print("tune: budget reached", flush=True)
+                    break
+                tg.TUNING[key] = (bv, warps)
+                try:
+                    ms = do_bench_cudagraph(_runner(ours, inputs, mode), rep=30, return_mode="median")
+                except Exception as exc:  # a launch that does not compile or run is skipped
+                    print(f"tune {label} {kind} BV={bv} warps={warps}: {type(exc).__name__}", flush=True)
+                    continue
+                timed.append((ms, bv, warps))
+                print(f"tune {label} {kind} BV={bv} warps={warps}: {ms:.4f} ms", flush=True)
+            timed.sort()
+            if timed:
+                tg.TUNING[key] = timed[0][1:]
+            elif default is None:
+                tg.TUNING.pop(key, None)
+            else:
+                tg.TUNING[key] = default
+            log[f"{label} {kind}"] = [list(t) for t in timed]
+    print("TUNING = {" + ", ".join(f"{k!r}: {v!r}" for k, v in tg.TUNING.items()) + "}", flush=True)
+    return {"TUNING": {",".join(map(str, k)): list(v) for k, v in tg.TUNING.items()}, "log": log}
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.detach().float(), b.detach().float()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
@@ -359,6 +414,12 @@ def render(results: dict, out_dirs: list[Path], plot: bool = True) -> None:
             lines.append(
                 f"| {r['L']} | " + " | ".join(f"{r['ms'][p]:.3f}" if p in r["ms"] else "-" for p in names) + " |"
             )
+    if results.get("tuning"):
+        table = results["tuning"]["TUNING"]
+        lines += [
+            "",
+            "Launches chosen by `--tune` ((kind, DKP, DVP): (dv tile, warps)) for this run: " + json.dumps(table),
+        ]
     text = "\n".join(lines) + "\n\n" + MARKER
     for d in out_dirs:
         d.mkdir(parents=True, exist_ok=True)
@@ -427,6 +488,9 @@ def main() -> None:
     )
     parser.add_argument("--cases", default=None, help="comma-separated CASES indices or ranges (e.g. 0,3,5-8)")
     parser.add_argument("--skip-peers", default="", help=f"comma-separated peers not timed (of {', '.join(PEERS[1:])})")
+    parser.add_argument("--tune", action="store_true", help="search (dv tile, warps) launches first")
+    parser.add_argument("--tune-budget", type=float, default=120.0, help="seconds for the search")
+    parser.add_argument("--tune-only", action="store_true", help="stop after the search")
     parser.add_argument("--render", type=Path, default=None, help="re-render md/png from a results JSON")
     parser.add_argument("--no-docs", action="store_true", help="do not write into docs/benchmarks")
     args = parser.parse_args()
@@ -467,6 +531,13 @@ def main() -> None:
         official=official_desc,
     )
     results = dict(env=env, rows=[], sweep=[])
+    if args.tune or args.tune_only:
+        results["tuning"] = tune(args.tune_budget)
+        for d in out_dirs:
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "gla_tuning.json").write_text(json.dumps(results["tuning"], indent=1))
+        if args.tune_only:
+            return
 
     def run_one(case, dtype, mode):  # re-rendered after every row so a run cut short keeps what it measured
         results["rows"].append(run_case(case, dtype, mode, official, compiled, bw, skip_peers=skipped))

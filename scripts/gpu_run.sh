@@ -13,7 +13,7 @@
 # sla (benchmarks/sparse_linear_attention.py; SLA_BUDGET, SLA_ARGS e.g. --cases 0,2 --modes fwd),
 # sweep (models.py --sweep-only: the memory / throughput plots; SWEEP_BUDGET, SWEEP_ARGS e.g. --models ravlt_s --peers)
 # Budgets and options by environment: TESTS_BUDGET, TESTS_PATHS (e.g. tests/kernels), TESTS_ARGS (e.g. -n 6), LA_BUDGET, LA_ARGS,
-# NA_BUDGET, NA_ARGS (e.g. --budget 200), GLA_BUDGET, GLA_ARGS (e.g. --cases 0-3, --skip-peers compiled), DWCONV_BUDGET, DWCONV_ARGS (--variants), MODELS_BUDGET, MODELS_ARGS, PROFILE_BUDGET, PROFILE_MODELS, PROFILE_ARGS (--compile), HOST_BUDGET, LIT_BUDGET, LINFUSION_BUDGET.
+# NA_BUDGET, NA_ARGS (e.g. --budget 200), GLA_BUDGET, GLA_ARGS (e.g. --tune, --cases 0-3, --skip-peers compiled), DWCONV_BUDGET, DWCONV_ARGS (--variants), MODELS_BUDGET, MODELS_ARGS, PROFILE_BUDGET, PROFILE_MODELS, PROFILE_ARGS (--compile), HOST_BUDGET, LIT_BUDGET, LINFUSION_BUDGET.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/linzoo_out}"

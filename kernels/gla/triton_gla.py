@@ -265,6 +265,12 @@ def _bgla_bwd_kernel(
         tl.store(dv_ptr + t * DV, (dv_f + dv_b).to(DV_.dtype.element_ty), mask=mv)
 
 
+# (kind "fwd" | "bwd", DKP, DVP) -> (dv tile, num_warps): overrides of launch_config's defaults, e.g. set by
+# `benchmarks/gla.py --tune` (which times the candidates on the GPU and prints the table to paste here). Empty: the
+# defaults below were chosen from the sm_90 compile (registers, shuffles), not yet from GPU timings.
+TUNING: dict[tuple[str, int, int], tuple[int, int]] = {}
+
+
 def launch_config(dk: int, dv: int, backward: bool = False) -> dict:
     """Meta-parameters of a launch: ``DKP`` (dk padded to a power of two), the dv tile (forward ``BV``; backward
     ``BVH · BVL``) and ``num_warps``.
@@ -272,14 +278,15 @@ def launch_config(dk: int, dv: int, backward: bool = False) -> dict:
     The forward takes 32-column dv tiles (more programs: ViG-S @224 has B·H = 384 heads, 768 programs at dv = 64),
     one warp per 1024 state elements (a thread holds the whole dk column of its dv column: the q·S contraction is
     in-thread, no shuffles). The backward takes up to 64 columns (one tile at ViG's dv, so dq/dk/dg need no
-    cross-tile sum) as ``BVL = 8`` lanes × ``BVH`` in-thread columns."""
+    cross-tile sum) as ``BVL = 8`` lanes × ``BVH`` in-thread columns. :data:`TUNING` overrides both."""
     dkp = max(16, next_pow2(dk))
     dvp = max(16, next_pow2(dv))
+    kind = "bwd" if backward else "fwd"
+    bv = min(dvp, 64 if backward else 32)
+    bv, warps = TUNING.get((kind, dkp, dvp), (bv, max(1, min(8, dkp * bv // 1024))))
     if not backward:
-        bv = min(dvp, 32)
-        return {"DKP": dkp, "BV": bv, "num_warps": max(1, min(8, dkp * bv // 1024))}
-    bv = min(dvp, 64)
-    return {"DKP": dkp, "BVH": bv // 8, "BVL": 8, "num_warps": max(1, min(8, dkp * bv // 1024))}
+        return {"DKP": dkp, "BV": bv, "num_warps": warps}
+    return {"DKP": dkp, "BVH": max(1, bv // 8), "BVL": min(8, bv), "num_warps": warps}
 
 
 def _tile(cfg: dict) -> int:

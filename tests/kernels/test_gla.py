@@ -180,6 +180,7 @@ def test_triton_matches_recurrence(shape, dtype, gate_div):
     tensors = [t.to(DEVICE, dtype) for t in (q, k, v, g_fwd, g_bwd)]
     got = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="triton"), tensors)
     want = _outputs_and_grads(_reference, tensors)
+    # 16-bit outputs: ~1 ulp (the interpreter truncates fp32 -> bf16; compiled kernels round to nearest even)
     tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype]
     for name, a, w in zip(NAMES, got, want):
         assert a.dtype == w.dtype == dtype and a.shape == w.shape, name
@@ -187,6 +188,26 @@ def test_triton_matches_recurrence(shape, dtype, gate_div):
             assert not a.any(), name
             continue
         assert _rel(a, w) < tol, (name, _rel(a, w))
+
+
+@needs_kernels
+@pytest.mark.parametrize("fwd_tile, bwd_tile", [(16, 16), (64, 8)])
+def test_triton_other_tiles(fwd_tile, bwd_tile, monkeypatch):
+    """The dv tiles a tuning table may choose (several tiles per head, a backward tile of one lane group)."""
+    tg = gla_module._triton_gla
+    monkeypatch.setattr(tg, "TUNING", {("fwd", 16, 32): (fwd_tile, 1), ("bwd", 16, 32): (bwd_tile, 1)})
+    assert tg.launch_config(16, 32)["BV"] == fwd_tile
+    assert tg.launch_config(16, 32, backward=True) == {
+        "DKP": 16,
+        "BVH": max(1, bwd_tile // 8),
+        "BVL": 8,
+        "num_warps": 1,
+    }
+    tensors = [t.to(DEVICE) for t in _inputs(1, 2, 19, 12, 32, seed=15)]
+    got = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="triton"), tensors)
+    want = _outputs_and_grads(_reference, tensors)
+    for name, a, w in zip(NAMES, got, want):
+        assert _rel(a, w) < 1e-5, (name, _rel(a, w))
 
 
 @needs_kernels

@@ -85,3 +85,19 @@ def test_render_table_and_kept_notes(tmp_path):
     assert "1.000 (2.00×) [0.750 graph (3.00×)]" in text and "skipped (this run)" in text
     assert "- chunked: 4.00× over 2 rows" in text and "| 784 |" in text and "ViG@dfb9d32" in text
     assert json.loads((tmp_path / "gla.json").read_text())["rows"][1]["mode"] == "fwd+bwd"
+
+
+def test_tune_candidates():
+    bench = load_benchmark("gla.py")
+    fwd = bench.tune_candidates("fwd", 32)
+    assert (32, 1) in fwd and (64, 1) not in fwd and (8, 4) in fwd
+    bwd = bench.tune_candidates("bwd", 64)
+    assert (64, 2) in bwd and all(bv >= 8 for bv, _ in bwd)
+
+
+def test_render_names_the_tuned_launches(tmp_path):
+    bench = load_benchmark("gla.py")
+    env = dict(gpu="GPU", torch="2", triton="3", date="2026-12-08", bandwidth_gbps=3000.0)
+    tuning = {"TUNING": {"fwd,32,64": [16, 1]}, "log": {}}
+    bench.render(dict(env=env, rows=[_row("ViG-S @224", "fwd")], sweep=[], tuning=tuning), [tmp_path], plot=False)
+    assert "Launches chosen by `--tune`" in (tmp_path / "gla.md").read_text()
