@@ -77,23 +77,27 @@ def _f32(x):
 
 @triton.jit
 def _bgla_fwd_kernel(
-    Q, K, V, GF, GB, OUT, PART,
-    H, L,
+    Q, K, V, GF, GB, OUT, PART, INIT,
+    H, L, BH, SEG, NSEG,
     s_qb, s_qh, s_qt,
     s_kb, s_kh, s_kt,
     s_vb, s_vh, s_vt,
     s_fb, s_fh, s_ft,
     s_gb, s_gh, s_gt,
     scale,
-    DK: tl.constexpr, DV: tl.constexpr, DKP: tl.constexpr, BV: tl.constexpr,
+    DK: tl.constexpr, DV: tl.constexpr, DKP: tl.constexpr, BV: tl.constexpr, HAS_INIT: tl.constexpr,
 ):  # fmt: skip
-    """``OUT[b, h, t, cols] = s q_t^T (S^f_t + S^b_t)[:, cols]``; ``PART``: fp32 (B, H, L, DV) scratch for the
-    first-visited partial (``OUT`` itself when it is fp32).
+    """``OUT[b, h, t, cols] = s q_t^T (S^f_t + S^b_t)[:, cols]`` for the tokens ``[seg·SEG, seg·SEG + SEG) ∩ [0, L)``
+    of segment ``seg = program_id(2)`` (one segment, ``SEG = L``, unless the host split the sequence); ``PART``:
+    fp32 (B, H, L, DV) scratch for the first-visited partial (``OUT`` itself when it is fp32); ``INIT`` (with
+    ``HAS_INIT``): fp32 ``(2, B·H, NSEG, DK, DV)``, the states entering each segment from the left (forward scan)
+    and from the right (backward scan), written by :func:`_bgla_combine_kernel`.
 
     The rows of the next step are loaded one step ahead (the ``n*`` registers): a step's loads do not depend on
     the state, so their latency overlaps the current step's arithmetic instead of stalling the one warp."""
-    pid = tl.program_id(0)  # b·H + h on the first axis: up to 2^31 - 1 programs (the second allows 65535)
+    pid = tl.program_id(0)  # b·H + h on the first axis: up to 2^31 - 1 programs (the others allow 65535)
     i_v = tl.program_id(1)
+    seg = tl.program_id(2)
     b = (pid // H).to(tl.int64)
     h = (pid % H).to(tl.int64)
     rk = tl.arange(0, DKP)
@@ -107,23 +111,31 @@ def _bgla_fwd_kernel(
     g_ptr = GB + b * s_gb + h * s_gh + rk
     o_ptr = OUT + pid.to(tl.int64) * L * DV + cv
     p_ptr = PART + pid.to(tl.int64) * L * DV + cv
-    s_f = tl.zeros((DKP, BV), dtype=tl.float32)
-    s_b = tl.zeros((DKP, BV), dtype=tl.float32)
-    last = L - 1
+    if HAS_INIT:
+        init = INIT + (pid.to(tl.int64) * NSEG + seg) * DK * DV + rk[:, None] * DV + cv[None, :]
+        m_state = mk[:, None] & mv[None, :]
+        s_f = tl.load(init, mask=m_state, other=0.0)
+        s_b = tl.load(init + BH.to(tl.int64) * NSEG * DK * DV, mask=m_state, other=0.0)
+    else:
+        s_f = tl.zeros((DKP, BV), dtype=tl.float32)
+        s_b = tl.zeros((DKP, BV), dtype=tl.float32)
+    first = seg * SEG
+    n = tl.minimum(SEG, L - first)
+    last = first + n - 1
     nqf, nkf, nvf, ngf = (
-        _row(q_ptr, 0, s_qt, mk),
-        _row(k_ptr, 0, s_kt, mk),
-        _row(v_ptr, 0, s_vt, mv),
-        _row(f_ptr, 0, s_ft, mk),
+        _row(q_ptr, first, s_qt, mk),
+        _row(k_ptr, first, s_kt, mk),
+        _row(v_ptr, first, s_vt, mv),
+        _row(f_ptr, first, s_ft, mk),
     )
     nqb, nkb = _row(q_ptr, last, s_qt, mk), _row(k_ptr, last, s_kt, mk)
     nvb, ngb = _row(v_ptr, last, s_vt, mv), _row(g_ptr, last, s_gt, mk)
-    half = L // 2
-    for i in range(0, L):
-        tf = i
+    half = n // 2
+    for i in range(0, n):
+        tf = first + i
         tb = last - i
         qf, kf, vf, gf, qb, kb, vb, gb = nqf, nkf, nvf, ngf, nqb, nkb, nvb, ngb
-        ahead = i < last  # rows of step i + 1 (tokens i + 1 and L - 2 - i)
+        ahead = i < n - 1  # rows of step i + 1 (tokens tf + 1 and tb - 1)
         nqf, nkf = _row(q_ptr, tf + 1, s_qt, mk & ahead), _row(k_ptr, tf + 1, s_kt, mk & ahead)
         nvf, ngf = _row(v_ptr, tf + 1, s_vt, mv & ahead), _row(f_ptr, tf + 1, s_ft, mk & ahead)
         nqb, nkb = _row(q_ptr, tb - 1, s_qt, mk & ahead), _row(k_ptr, tb - 1, s_kt, mk & ahead)
@@ -132,17 +144,99 @@ def _bgla_fwd_kernel(
         s_b = s_b * tl.exp(_f32(gb))[:, None] + _f32(kb)[:, None] * _f32(vb)[None, :]
         o_f = tl.sum(s_f * (_f32(qf) * scale)[:, None], 0)
         o_b = tl.sum(s_b * (_f32(qb) * scale)[:, None], 0)
-        if i < half:  # first visits of tokens i and L-1-i: store the fp32 partials
+        if i < half:  # first visits of tokens tf and tb: store the fp32 partials
             tl.store(p_ptr + tf * DV, o_f, mask=mv)
             tl.store(p_ptr + tb * DV, o_b, mask=mv)
         else:  # second visits: partial + this direction's term, written once
             if i == half:
                 tl.debug_barrier()  # the partials are read back, possibly by other threads of the program
-            two = tf != tb  # the middle token of an odd L is visited by both scans in the same step
+            two = tf != tb  # the middle token of an odd segment is visited by both scans in the same step
             p_f = tl.load(p_ptr + tf * DV, mask=mv & two, other=0.0)
             p_b = tl.load(p_ptr + tb * DV, mask=mv & two, other=0.0)
             tl.store(o_ptr + tf * DV, (p_f + o_f + tl.where(two, 0.0, o_b)).to(OUT.dtype.element_ty), mask=mv)
             tl.store(o_ptr + tb * DV, (p_b + o_b).to(OUT.dtype.element_ty), mask=mv & two)
+
+
+@triton.jit
+def _bgla_seg_state_kernel(
+    K, V, GF, GB, LOCAL, GSUM,
+    H, L, BH, SEG, NSEG,
+    s_kb, s_kh, s_kt,
+    s_vb, s_vh, s_vt,
+    s_fb, s_fh, s_ft,
+    s_gb, s_gh, s_gt,
+    DK: tl.constexpr, DV: tl.constexpr, DKP: tl.constexpr, BV: tl.constexpr,
+):  # fmt: skip
+    """Each segment's own states, from zero: ``LOCAL[0, bh, seg] = Σ_{t in seg} (Π_{u in (t, end]} a^f_u) k_t v_t^T``
+    (the forward scan over the segment), ``LOCAL[1, bh, seg]`` the backward scan's, fp32 ``(2, B·H, NSEG, DK, DV)``;
+    ``GSUM[d, bh, seg] = Σ_{t in seg} g^d_t`` fp32 ``(2, B·H, NSEG, DK)`` (written by the first dv tile)."""
+    pid = tl.program_id(0)
+    i_v = tl.program_id(1)
+    seg = tl.program_id(2)
+    b = (pid // H).to(tl.int64)
+    h = (pid % H).to(tl.int64)
+    rk = tl.arange(0, DKP)
+    cv = i_v * BV + tl.arange(0, BV)
+    mk = rk < DK
+    mv = cv < DV
+    k_ptr = K + b * s_kb + h * s_kh + rk
+    v_ptr = V + b * s_vb + h * s_vh + cv
+    f_ptr = GF + b * s_fb + h * s_fh + rk
+    g_ptr = GB + b * s_gb + h * s_gh + rk
+    first = seg * SEG
+    n = tl.minimum(SEG, L - first)
+    last = first + n - 1
+    s_f = tl.zeros((DKP, BV), dtype=tl.float32)
+    s_b = tl.zeros((DKP, BV), dtype=tl.float32)
+    sum_f = tl.zeros((DKP,), dtype=tl.float32)
+    sum_b = tl.zeros((DKP,), dtype=tl.float32)
+    nkf, nvf, ngf = _row(k_ptr, first, s_kt, mk), _row(v_ptr, first, s_vt, mv), _row(f_ptr, first, s_ft, mk)
+    nkb, nvb, ngb = _row(k_ptr, last, s_kt, mk), _row(v_ptr, last, s_vt, mv), _row(g_ptr, last, s_gt, mk)
+    for i in range(0, n):
+        tf = first + i
+        tb = last - i
+        kf, vf, gf, kb, vb, gb = _f32(nkf), _f32(nvf), _f32(ngf), _f32(nkb), _f32(nvb), _f32(ngb)
+        ahead = i < n - 1
+        nkf, nvf = _row(k_ptr, tf + 1, s_kt, mk & ahead), _row(v_ptr, tf + 1, s_vt, mv & ahead)
+        ngf = _row(f_ptr, tf + 1, s_ft, mk & ahead)
+        nkb, nvb = _row(k_ptr, tb - 1, s_kt, mk & ahead), _row(v_ptr, tb - 1, s_vt, mv & ahead)
+        ngb = _row(g_ptr, tb - 1, s_gt, mk & ahead)
+        s_f = s_f * tl.exp(gf)[:, None] + kf[:, None] * vf[None, :]
+        s_b = s_b * tl.exp(gb)[:, None] + kb[:, None] * vb[None, :]
+        sum_f += gf
+        sum_b += gb
+    row = pid.to(tl.int64) * NSEG + seg
+    other = BH.to(tl.int64) * NSEG  # rows of one direction
+    local = LOCAL + row * DK * DV + rk[:, None] * DV + cv[None, :]
+    m_state = mk[:, None] & mv[None, :]
+    tl.store(local, s_f, mask=m_state)
+    tl.store(local + other * DK * DV, s_b, mask=m_state)
+    tl.store(GSUM + row * DK + rk, sum_f, mask=mk & (i_v == 0))
+    tl.store(GSUM + (other + row) * DK + rk, sum_b, mask=mk & (i_v == 0))
+
+
+@triton.jit
+def _bgla_combine_kernel(
+    LOCAL, GSUM, INIT, NSEG, BH,
+    DK: tl.constexpr, DV: tl.constexpr, DKP: tl.constexpr, BV: tl.constexpr,
+):  # fmt: skip
+    """The states entering each segment: forward ``INIT[0, bh, j] = e^{GSUM_{j-1}} ⊙ INIT[0, bh, j-1] +
+    LOCAL[0, bh, j-1]`` (0 for the first), backward the same from the last segment down (decays <= 1: exact)."""
+    pid = tl.program_id(0)
+    i_v = tl.program_id(1)
+    direction = tl.program_id(2)  # 0: forward scan (segments left to right), 1: backward (right to left)
+    rk = tl.arange(0, DKP)
+    cv = i_v * BV + tl.arange(0, BV)
+    mk = rk < DK
+    m_state = mk[:, None] & (cv < DV)[None, :]
+    base = (direction * BH + pid).to(tl.int64) * NSEG
+    state = tl.zeros((DKP, BV), dtype=tl.float32)
+    for i in range(0, NSEG):
+        j = tl.where(direction == 0, i, NSEG - 1 - i)
+        tile = (base + j) * DK * DV + rk[:, None] * DV + cv[None, :]
+        tl.store(INIT + tile, state, mask=m_state)
+        decay = tl.exp(tl.load(GSUM + (base + j) * DK + rk, mask=mk, other=0.0))
+        state = state * decay[:, None] + tl.load(LOCAL + tile, mask=m_state, other=0.0)
 
 
 @triton.jit
@@ -306,6 +400,31 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
 
 
+# The forward runs a long sequence as segments in parallel where B·H·(dv tiles) programs alone would leave most of
+# the GPU idle (ViG-T @1024: 3 heads x batch 8 x 2 tiles = 48 one-warp programs on 132 SMs, each 4096 steps long):
+# a first pass scans each segment from a zero state (its local states and summed log-decays), a small kernel
+# chains them into the state entering each segment (exact: decays <= 1), and the forward kernel starts every
+# segment from those. The extra pass repeats the state recurrence once, so it pays only when programs are scarce.
+MIN_SEGMENT = 128  # tokens per segment at least (shorter ones spend more on the extra pass than they gain)
+PROGRAMS_PER_SM = 4  # the split aims at about this many forward programs per SM
+FORCE_SEGMENT: int | None = None  # a fixed segment length (tests; benchmarks), regardless of the rule above
+_SM_COUNT: dict[int, int] = {}
+
+
+def segment_length(programs: int, length: int, device: torch.device) -> int:
+    """Tokens per segment of the forward (``length``: no split) for ``programs`` = B·H·(dv tiles)."""
+    if FORCE_SEGMENT is not None:
+        return max(1, min(FORCE_SEGMENT, length))
+    if device.type != "cuda":
+        return length
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    sms = _SM_COUNT.get(index)
+    if sms is None:
+        sms = _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    segments = min(-(-PROGRAMS_PER_SM * sms // programs), length // MIN_SEGMENT)
+    return length if segments <= 1 else -(-length // segments)
+
+
 def forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gk_fwd: torch.Tensor, gk_bwd: torch.Tensor, scale: float
 ) -> torch.Tensor:
@@ -318,13 +437,33 @@ def forward(
     part = out if out.dtype == torch.float32 else torch.empty_like(out, dtype=torch.float32)
     cfg = launch_config(dk, dv)
     warps = cfg.pop("num_warps")
+    bh, nv = b * h, -(-dv // _tile(cfg))
+    seg = segment_length(bh * nv, length, q.device)
+    nseg = -(-length // seg)
+    init = part  # not read without HAS_INIT
+    if nseg > 1:
+        local = torch.empty((2, bh, nseg, dk, dv), device=q.device, dtype=torch.float32)
+        gsum = torch.empty((2, bh, nseg, dk), device=q.device, dtype=torch.float32)
+        init = torch.empty_like(local)
+        launch(
+            _bgla_seg_state_kernel, (bh, nv, nseg),
+            k, v, gk_fwd, gk_bwd, local, gsum,
+            h, length, bh, seg, nseg,
+            *_strides(k), *_strides(v), *_strides(gk_fwd), *_strides(gk_bwd),
+            DK=dk, DV=dv, **cfg, num_warps=warps, num_stages=1,
+        )  # fmt: skip
+        launch(
+            _bgla_combine_kernel, (bh, nv, 2),
+            local, gsum, init, nseg, bh,
+            DK=dk, DV=dv, **cfg, num_warps=warps, num_stages=1,
+        )  # fmt: skip
     launch(
-        _bgla_fwd_kernel, (b * h, -(-dv // _tile(cfg))),
-        q, k, v, gk_fwd, gk_bwd, out, part,
-        h, length,
+        _bgla_fwd_kernel, (bh, nv, nseg),
+        q, k, v, gk_fwd, gk_bwd, out, part, init,
+        h, length, bh, seg, nseg,
         *_strides(q), *_strides(k), *_strides(v), *_strides(gk_fwd), *_strides(gk_bwd),
         float(scale),
-        DK=dk, DV=dv, **cfg, num_warps=warps, num_stages=1,
+        DK=dk, DV=dv, **cfg, HAS_INIT=nseg > 1, num_warps=warps, num_stages=1,
     )  # fmt: skip
     return out
 

@@ -204,17 +204,24 @@ def sla_variants():
 
 def gla_variants():
     """(name, kernel, constexprs, argument types, num_warps) as triton_gla launches them: ViG's head dims (dk/dv
-    32/64 in bf16 and fp32, ViG-H's 16/32), non-powers of two (24/48) and 128/128. The rows are 1-D vectors, one
+    32/64 in bf16 and fp32, ViG-H's 16/32), non-powers of two (24/48) and 128/128; at ViG's dims also the
+    segmented forward (its state pass, the chain, the forward from chained states). The rows are 1-D vectors, one
     element per lane (coalesced across the warp: these names avoid the vectorisation check's "bf16_dk")."""
     for dk, dv, dtype in ((32, 64, "bf16"), (32, 64, "fp32"), (16, 32, "bf16"), (24, 48, "bf16"), (128, 128, "bf16")):
         types = {p: f"*{dtype}" for p in ("Q", "K", "V", "GF", "GB", "OUT", "DO")}
-        types.update({p: "*fp32" for p in ("PART", "SQ", "SK", "SV")}, scale="fp32")
+        types.update({p: "*fp32" for p in ("PART", "SQ", "SK", "SV", "INIT", "LOCAL", "GSUM")}, scale="fp32")
         for kind, kernel in (("fwd", tg._bgla_fwd_kernel), ("bwd", tg._bgla_bwd_kernel)):
             cfg = tg.launch_config(dk, dv, backward=kind == "bwd")
             warps = cfg.pop("num_warps")
             one_tile = kind == "fwd" or dv <= cfg["BVH"] * cfg["BVL"]  # gradients in the inputs' dtype, else fp32
             types.update({p: f"*{dtype}" if one_tile else "*fp32" for p in ("DQ", "DK_", "DV_", "DGF", "DGB")})
-            yield f"gla_{kind}_{dtype}_k{dk}v{dv}", kernel, dict(DK=dk, DV=dv, **cfg), types, warps
+            consts = dict(DK=dk, DV=dv, **cfg, **({"HAS_INIT": False} if kind == "fwd" else {}))
+            yield f"gla_{kind}_{dtype}_k{dk}v{dv}", kernel, consts, types, warps
+            if kind == "fwd" and (dk, dv, dtype) in ((32, 64, "bf16"), (16, 32, "bf16")):
+                yield f"gla_fwdseg_{dtype}_k{dk}v{dv}", kernel, dict(consts, HAS_INIT=True), types, warps
+                consts = dict(DK=dk, DV=dv, **cfg)
+                yield f"gla_segstate_{dtype}_k{dk}v{dv}", tg._bgla_seg_state_kernel, consts, types, warps
+                yield f"gla_combine_{dtype}_k{dk}v{dv}", tg._bgla_combine_kernel, consts, types, warps
 
 
 def _launches():

@@ -211,6 +211,35 @@ def test_triton_other_tiles(fwd_tile, bwd_tile, monkeypatch):
 
 
 @needs_kernels
+@pytest.mark.parametrize("segment", [1, 5, 16])
+def test_triton_forward_in_segments(segment, monkeypatch):
+    """A long sequence split into segments (scanned from zero, chained, then rescanned from the chained states)
+    gives the same output: ragged last segment, one-token segments, two dv tiles, strong decays."""
+    tg = gla_module._triton_gla
+    monkeypatch.setattr(tg, "FORCE_SEGMENT", segment)
+    q, k, v, g_fwd, g_bwd = (t.to(DEVICE) for t in _inputs(1, 2, 37, 12, 40, seed=16))
+    g_fwd = g_fwd * 10
+    out = bidirectional_gla(q, k, v, g_fwd, g_bwd, backend="triton")
+    assert _rel(out, _reference(q, k, v, g_fwd, g_bwd)) < 1e-5
+
+
+def test_segment_rule(monkeypatch):
+    """Segments only where B·H·(dv tiles) programs leave SMs idle, never shorter than MIN_SEGMENT tokens."""
+    tg = gla_module._triton_gla
+    if tg is None:
+        pytest.skip("needs Triton")
+    monkeypatch.setitem(tg._SM_COUNT, 0, 132)
+    gpu = torch.device("cuda", 0)
+    assert tg.segment_length(48, 4096, gpu) == 373  # ViG-T @1024, batch 8: 11 segments
+    assert tg.segment_length(768, 196, gpu) == 196  # ViG-S @224: enough programs
+    assert tg.segment_length(192, 3136, gpu) == 1046  # ViG-H-T stage 1 @224, batch 64: 3 segments
+    assert tg.segment_length(3, 200, gpu) == 200  # too short to split
+    assert tg.segment_length(3, 200, torch.device("cpu")) == 200
+    monkeypatch.setattr(tg, "FORCE_SEGMENT", 7)
+    assert tg.segment_length(3000, 200, gpu) == 7
+
+
+@needs_kernels
 def test_triton_strong_decays_and_scale():
     """Log-decays down to -60 per token and a custom scale: the recurrence never exponentiates a difference of
     cumulative sums, so the kernel matches the reference as closely as for weak decays."""
