@@ -18,17 +18,23 @@ over a chunked tensor-core form for these reasons, with the H100 in mind:
 - *one launch, O(1) extra memory*: no per-chunk states are stored (the chunked form keeps ``L/C · dk · dv``
   fp32 per head), and the backward recomputes the states instead of saving them.
 
-The cost of the choice is latency: each program walks its L tokens one after the other, so at L = 3136
-(ViG-H stage 1) the forward is bounded by ~L dependent steps, not by bandwidth; a chunked kernel would be the
-next step for high-resolution ViG-H if the GPU benchmark (``benchmarks/gla.py``) shows that stage dominating.
+The cost of the choice is latency: each program walks its tokens one after the other (~L dependent steps, not
+bandwidth, bound a program). Where B·H·(dv tiles) programs are too few to fill the GPU (small batches at high
+resolution: ViG-T @1024, batch 8, is 48 programs for 132 SMs), the forward cuts the sequence into segments run in
+parallel (:func:`segment_length`; 3 launches instead of 1, the state recurrence done twice); the backward does
+not (training batches of 64+ at 224 px give 192–1536 programs). A chunked tensor-core kernel is the next step if
+the GPU benchmark (``benchmarks/gla.py``) shows the long-L stages dominating.
 
-Forward (:func:`_bgla_fwd_kernel`): program ``(b·H + h, i_v)`` holds both states for dv columns
+Forward (:func:`_bgla_fwd_kernel`): program ``(b·H + h, i_v, segment)`` holds both states for dv columns
 ``[i_v·BV, (i_v+1)·BV)`` and all dk rows (a ``DKP × BV`` fp32 tile each; the q·S contraction runs over dk) and
-steps the forward scan over ``t = i`` and the backward scan over ``t = L-1-i`` in the same iteration. Position
-``t`` gets its two contributions at steps ``t`` and ``L-1-t``: the loop is cut in halves; in the first half
-every visit is the first one to its token and its partial output is stored in fp32 (in the output itself when
-that is fp32, else in a scratch buffer), and after a barrier the second half adds its contribution to the
-stored partial and writes the output once (the middle token of an odd L gets both in the same step).
+steps the forward scan over ``t = i`` and the backward scan over ``t = n-1-i`` (``n`` tokens of its segment: all
+L unless split) in the same iteration. Position ``t`` gets its two contributions at steps ``t`` and ``n-1-t``:
+the loop is cut in halves; in the first half every visit is the first one to its token and its partial output
+is stored in fp32 (in the output itself when that is fp32, else in a scratch buffer), and after a barrier the
+second half adds its contribution to the stored partial and writes the output once (the middle token of an odd
+``n`` gets both in the same step). Segments: :func:`_bgla_seg_state_kernel` scans each from a zero state (both
+directions; also the summed log-decays), :func:`_bgla_combine_kernel` chains them into the states entering each
+segment (``S_in,j = e^{Σg_{j-1}} ⊙ S_in,j-1 + S_local,j-1``, exponents <= 0), and the forward kernel starts there.
 
 Backward (:func:`_bgla_bwd_kernel`), with ``dH`` the adjoint of a state (``dH^f_t = s q_t do_t^T + a^f_{t+1}
 ⊙ dH^f_{t+1}``, ``dH^b_t = s q_t do_t^T + a^b_{t-1} ⊙ dH^b_{t-1}``), two sweeps per program:
