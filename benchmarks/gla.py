@@ -49,9 +49,10 @@ import torch
 import torch.nn.functional as F
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
-PEERS = ("ours", "chunked", "compiled", "official", "official_pair", "fla_chunk")
+PEERS = ("ours", "ours_unsplit", "chunked", "compiled", "official", "official_pair", "fla_chunk")
 COMPILE_MAX_L = 4096
 GRAPH_UNDER_MS = 3.0
+GRAPHED = ("ours", "ours_unsplit", "compiled", "official", "official_pair")  # also replayed in CUDA graphs
 
 # (label, B, H, L, dk, dv): in order of priority (a run cut short keeps the first rows)
 CASES = [
@@ -134,13 +135,30 @@ def _inputs(b, h, length, dk, dv, dtype):
     return tuple(t.to(dtype) for t in (q, k, v, *gates))
 
 
-def make_peers(length: int, official: ModuleType | str | None, compiled) -> dict:
+def unsplit(fn):
+    """``fn`` with the forward's segment split off (``triton_gla.FORCE_SEGMENT`` = L during the call)."""
+    from linzoo.kernels.gla import triton_gla
+
+    def run(*args):
+        saved, triton_gla.FORCE_SEGMENT = triton_gla.FORCE_SEGMENT, args[0].shape[2]
+        try:
+            return fn(*args)
+        finally:
+            triton_gla.FORCE_SEGMENT = saved
+
+    return run
+
+
+def make_peers(length: int, official: ModuleType | str | None, compiled, split: bool = False) -> dict:
     """name -> fn(q, k, v, gk_fwd, gk_bwd) returning o^f + o^b (and differentiable where the peer is), or a
-    string saying why the peer cannot run."""
+    string saying why the peer cannot run. ``split``: our forward cuts this shape into segments (then
+    ``ours_unsplit`` times it without, the A/B of the split)."""
     from linzoo.kernels.gla import bidirectional_gla
 
+    ours = lambda *a: bidirectional_gla(*a, backend="triton")
     peers: dict = {
-        "ours": lambda *a: bidirectional_gla(*a, backend="triton"),
+        "ours": ours,
+        "ours_unsplit": unsplit(ours) if split else "n/a (no segments at this shape)",
         "chunked": lambda *a: bidirectional_gla(*a, backend="torch"),
     }
     if length > COMPILE_MAX_L:
@@ -296,9 +314,14 @@ def _errors(peers, inputs, mode) -> dict:
 
 def run_case(case, dtype, mode, official, compiled, bw, skip_peers=()):
     label, b, h, length, dk, dv = case
+    from linzoo.kernels.gla import triton_gla
+
     inputs = _inputs(b, h, length, dk, dv, dtype)
-    peers = make_peers(length, official, compiled)
+    tile = triton_gla.launch_config(dk, dv)["BV"]
+    segment = triton_gla.segment_length(b * h * -(-dv // tile), length, inputs[0].device)
+    peers = make_peers(length, official, compiled, split=segment < length)
     row = dict(case=label, B=b, H=h, L=length, dk=dk, dv=dv, dtype=str(dtype).replace("torch.", ""), mode=mode)
+    row["segment"] = segment
     row.update(ms={}, graph_ms={}, na={}, peer_s={})
     try:
         row["err"] = _errors(peers, inputs, mode)
@@ -318,7 +341,7 @@ def run_case(case, dtype, mode, official, compiled, bw, skip_peers=()):
             continue
         started = time.perf_counter()
         try:
-            ms, gms = _time(peer, inputs, mode, graph=name in ("ours", "compiled", "official", "official_pair"))
+            ms, gms = _time(peer, inputs, mode, graph=name in GRAPHED)
             row["ms"][name] = ms
             if gms is not None:
                 row["graph_ms"][name] = gms
@@ -381,12 +404,13 @@ def render(results: dict, out_dirs: list[Path], plot: bool = True) -> None:
         " faster); `[… graph]` = CUDA-graph replay (launch overhead removed). GB/s and % floor: the compulsory"
         " bytes (fwd e·BHL(4dk+2dv), bwd e·BHL(8dk+3dv)) over the measured bandwidth, at ours' best time."
         " `official` = ViG's `bid_fused_recurrent_gla` (forward only), `official pair` = its `fused_recurrent_gla`"
-        " forward + reverse; `err` = max|peer − chunked fp32| / max|chunked fp32| (output, and in fwd+bwd the"
-        " worst of the five gradients).",
+        " forward + reverse; `ours unsplit` = ours with the forward's segment split off (timed where the split"
+        " applies: `seg` in the case cell = its segment length); `err` = max|peer − chunked fp32| /"
+        " max|chunked fp32| (output, and in fwd+bwd the worst of the five gradients).",
         "",
-        "| case | B·H·L·dk/dv | dtype | mode | ours | chunked | compiled | official | official pair | fla chunk"
-        " | ours GB/s | % floor | err ours | err official |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | B·H·L·dk/dv | dtype | mode | ours | ours unsplit | chunked | compiled | official | official pair"
+        " | fla chunk | ours GB/s | % floor | err ours | err official |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
         shape = f"{r['B']}·{r['H']}·{r['L']}·{r['dk']}/{r['dv']}"
@@ -397,8 +421,9 @@ def render(results: dict, out_dirs: list[Path], plot: bool = True) -> None:
         off = err.get("official", err.get("official_pair"))
         e_off = f"{off:.1e}" if off is not None else "-"
         cells = " | ".join(_fmt(r, p) for p in PEERS)
+        label = r["case"] + (f" (seg {r['segment']})" if r.get("segment", r["L"]) < r["L"] else "")
         lines.append(
-            f"| {r['case']} | {shape} | {r['dtype']} | {r['mode']} | {cells} | {gbps} | {pct} | {e_ours} | {e_off} |"
+            f"| {label} | {shape} | {r['dtype']} | {r['mode']} | {cells} | {gbps} | {pct} | {e_ours} | {e_off} |"
         )
     lines += ["", "Geometric mean of peer/ours (do_bench medians) over the rows where both ran:", ""]
     for p in PEERS[1:]:

@@ -7,6 +7,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from ..conftest import load_benchmark
 
@@ -43,6 +44,19 @@ def test_peers_without_official_files_or_fla():
     assert peers["compiled"].startswith("n/a (L > ")
     assert peers["official"].startswith("n/a") and peers["official_pair"].startswith("n/a")
     assert callable(bench.make_peers(196, None, compiled=lambda *a: None)["compiled"])
+    assert peers["ours_unsplit"].startswith("n/a") and callable(
+        bench.make_peers(8192, None, None, split=True)["ours_unsplit"]
+    )
+
+
+def test_unsplit_restores_the_segment_setting(monkeypatch):
+    from linzoo.kernels.gla import triton_gla
+
+    bench = load_benchmark("gla.py")
+    monkeypatch.setattr(triton_gla, "FORCE_SEGMENT", 5)
+    seen = []
+    bench.unsplit(lambda q: seen.append(triton_gla.FORCE_SEGMENT))(torch.empty(1, 1, 37, 4))
+    assert seen == [37] and triton_gla.FORCE_SEGMENT == 5
 
 
 def test_load_official_serves_its_one_import(tmp_path, monkeypatch):
@@ -81,7 +95,7 @@ def test_render_table_and_kept_notes(tmp_path):
     bench.render(dict(env=env, rows=rows, sweep=sweep), [tmp_path], plot=False)
     text = md.read_text()
     assert "old table" not in text and text.endswith(bench.MARKER + "\n\n## Notes\nhand-written\n")
-    assert "| ViG-S @224 | 2·3·196·32/64 | bfloat16 | fwd | 0.500 [0.250 graph] | 2.000 (4.00×) |" in text
+    assert "| ViG-S @224 | 2·3·196·32/64 | bfloat16 | fwd | 0.500 [0.250 graph] | n/a | 2.000 (4.00×) |" in text
     assert "1.000 (2.00×) [0.750 graph (3.00×)]" in text and "skipped (this run)" in text
     assert "- chunked: 4.00× over 2 rows" in text and "| 784 |" in text and "ViG@dfb9d32" in text
     assert json.loads((tmp_path / "gla.json").read_text())["rows"][1]["mode"] == "fwd+bwd"
