@@ -129,6 +129,8 @@ def gla_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gk: torch.Ten
     """
     b, h, length, dk = q.shape
     dv = v.shape[-1]
+    if length == 0:
+        return q.new_zeros(b, h, 0, dv) + 0 * (q.sum() + k.sum() + v.sum() + gk.sum())  # keeps the graph for autograd
     c = min(chunk_size, length)
     sub = min(_SUB_CHUNK, c)
     c = -(-c // sub) * sub  # a multiple of the sub-block

@@ -440,6 +440,8 @@ def forward(
     b, h, length, dk = q.shape
     dv = v.shape[-1]
     out = torch.empty((b, h, length, dv), device=v.device, dtype=v.dtype)
+    if out.numel() == 0 or dk == 0:  # no programs to launch (or empty sums over dk: zeros)
+        return out.zero_()
     part = out if out.dtype == torch.float32 else torch.empty_like(out, dtype=torch.float32)
     cfg = launch_config(dk, dv)
     warps = cfg.pop("num_warps")
@@ -488,6 +490,10 @@ def backward(
     q, k, v, gk_fwd, gk_bwd, grad_out = (_rows(t) for t in (q, k, v, gk_fwd, gk_bwd, grad_out))
     b, h, length, dk = q.shape
     dv = v.shape[-1]
+    if b * h * length * dk * dv == 0:  # nothing to launch: every gradient is an empty or all-zero sum
+        return tuple(
+            torch.zeros(t.shape, device=t.device, dtype=dt) for t, dt in zip((q, k, v, gk_fwd, gk_bwd), dtypes)
+        )
     cfg = launch_config(dk, dv, backward=True)
     warps = cfg.pop("num_warps")
     nv = -(-dv // _tile(cfg))

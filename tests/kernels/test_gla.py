@@ -277,6 +277,19 @@ def test_triton_strided_inputs_and_chunked_form_agree():
 
 
 @needs_kernels
+@pytest.mark.parametrize("shape", [(1, 2, 0, 4, 8), (0, 2, 5, 4, 8), (1, 1, 5, 4, 0)])
+def test_triton_empty_inputs(shape):
+    """Empty sequences, batches or values launch nothing (a launch would read row L - 1 = -1) and match the
+    chunked form: empty or zero outputs and gradients."""
+    b, h, length, dk, dv = shape
+    tensors = [torch.randn(b, h, length, d).to(DEVICE) for d in (dk, dk, dv, dk, dk)]
+    got = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="triton"), tensors)
+    want = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="torch"), tensors)
+    for name, a, w in zip(NAMES, got, want):
+        assert a.shape == w.shape and torch.equal(a, w), name
+
+
+@needs_kernels
 def test_backend_dispatch(monkeypatch):
     """``auto`` is the chunked form on the CPU and honours ``LINZOO_KERNEL_BACKEND``; the Triton path runs the
     kernel (not the chunked form) and builds no autograd node for inference."""
