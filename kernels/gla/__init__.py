@@ -19,10 +19,12 @@ The intra-chunk decays are differences of float32 cumulative log-decays, so thei
 ViG's trained gates need. All arithmetic is float32 (bf16/fp16 inputs are upcast; the result is cast back to
 ``v.dtype``); autograd differentiates it. This chunked form is the ``"torch"`` backend (every device).
 
-The ``"triton"`` backend (``backend="auto"`` on CUDA) is the fused recurrent kernel pair of
-:mod:`linzoo.kernels.gla.triton_gla` (forward and backward, both scans in one launch each), registered as the
-custom ops ``torch.ops.linzoo.bidirectional_gla`` / ``..._backward`` with fake implementations and autograd, so
-``torch.compile`` and ``torch.export`` see one opaque op; plain eager calls skip the dispatcher (as the other ops).
+The ``"triton"`` backend (``backend="auto"`` on CUDA, head dims dk <= 256) is the fused recurrent kernels of
+:mod:`linzoo.kernels.gla.triton_gla`: forward and backward each run both scans in one launch (a long sequence with
+few heads runs its forward as parallel segments: 3 launches), exact for any decay strength, fp32 states. They are
+registered as the custom ops ``torch.ops.linzoo.bidirectional_gla`` / ``..._backward`` with fake implementations
+and autograd, so ``torch.compile`` traces the op (and the ViG models) as one graph; plain eager calls skip the
+dispatcher (as the other ops do).
 """
 
 from __future__ import annotations
