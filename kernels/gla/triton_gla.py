@@ -84,7 +84,7 @@ def _f32(x):
 @triton.jit
 def _bgla_fwd_kernel(
     Q, K, V, GF, GB, OUT, PART, INIT,
-    H, L, BH, SEG, NSEG,
+    H, L, STATES, SEG, NSEG,
     s_qb, s_qh, s_qt,
     s_kb, s_kh, s_kt,
     s_vb, s_vh, s_vt,
@@ -97,7 +97,7 @@ def _bgla_fwd_kernel(
     of segment ``seg = program_id(2)`` (one segment, ``SEG = L``, unless the host split the sequence); ``PART``:
     fp32 (B, H, L, DV) scratch for the first-visited partial (``OUT`` itself when it is fp32); ``INIT`` (with
     ``HAS_INIT``): fp32 ``(2, B·H, NSEG, DK, DV)``, the states entering each segment from the left (forward scan)
-    and from the right (backward scan), written by :func:`_bgla_combine_kernel`.
+    and from the right (backward scan), written by :func:`_bgla_combine_kernel`; ``STATES = B·H·NSEG``.
 
     The rows of the next step are loaded one step ahead (the ``n*`` registers): a step's loads do not depend on
     the state, so their latency overlaps the current step's arithmetic instead of stalling the one warp."""
@@ -121,7 +121,7 @@ def _bgla_fwd_kernel(
         init = INIT + (pid.to(tl.int64) * NSEG + seg) * DK * DV + rk[:, None] * DV + cv[None, :]
         m_state = mk[:, None] & mv[None, :]
         s_f = tl.load(init, mask=m_state, other=0.0)
-        s_b = tl.load(init + BH.to(tl.int64) * NSEG * DK * DV, mask=m_state, other=0.0)
+        s_b = tl.load(init + tl.cast(STATES, tl.int64) * DK * DV, mask=m_state, other=0.0)
     else:
         s_f = tl.zeros((DKP, BV), dtype=tl.float32)
         s_b = tl.zeros((DKP, BV), dtype=tl.float32)
@@ -166,7 +166,7 @@ def _bgla_fwd_kernel(
 @triton.jit
 def _bgla_seg_state_kernel(
     K, V, GF, GB, LOCAL, GSUM,
-    H, L, BH, SEG, NSEG,
+    H, L, STATES, SEG, NSEG,
     s_kb, s_kh, s_kt,
     s_vb, s_vh, s_vt,
     s_fb, s_fh, s_ft,
@@ -212,7 +212,7 @@ def _bgla_seg_state_kernel(
         sum_f += gf
         sum_b += gb
     row = pid.to(tl.int64) * NSEG + seg
-    other = BH.to(tl.int64) * NSEG  # rows of one direction
+    other = tl.cast(STATES, tl.int64)  # rows of one direction, B·H·NSEG
     local = LOCAL + row * DK * DV + rk[:, None] * DV + cv[None, :]
     m_state = mk[:, None] & mv[None, :]
     tl.store(local, s_f, mask=m_state)
@@ -456,7 +456,7 @@ def forward(
         launch(
             _bgla_seg_state_kernel, (bh, nv, nseg),
             k, v, gk_fwd, gk_bwd, local, gsum,
-            h, length, bh, seg, nseg,
+            h, length, bh * nseg, seg, nseg,
             *_strides(k), *_strides(v), *_strides(gk_fwd), *_strides(gk_bwd),
             DK=dk, DV=dv, **cfg, num_warps=warps, num_stages=1,
         )  # fmt: skip
@@ -468,7 +468,7 @@ def forward(
     launch(
         _bgla_fwd_kernel, (bh, nv, nseg),
         q, k, v, gk_fwd, gk_bwd, out, part, init,
-        h, length, bh, seg, nseg,
+        h, length, bh * nseg, seg, nseg,
         *_strides(q), *_strides(k), *_strides(v), *_strides(gk_fwd), *_strides(gk_bwd),
         float(scale),
         DK=dk, DV=dv, **cfg, HAS_INIT=nseg > 1, num_warps=warps, num_stages=1,

@@ -218,9 +218,10 @@ def gla_variants():
             consts = dict(DK=dk, DV=dv, **cfg, **({"HAS_INIT": False} if kind == "fwd" else {}))
             yield f"gla_{kind}_{dtype}_k{dk}v{dv}", kernel, consts, types, warps
             if kind == "fwd" and (dk, dv, dtype) in ((32, 64, "bf16"), (16, 32, "bf16")):
-                yield f"gla_fwdseg_{dtype}_k{dk}v{dv}", kernel, dict(consts, HAS_INIT=True), types, warps
+                # H = 1 as Triton specialises an int argument equal to 1 (a constant: no .to() on it)
+                yield f"gla_fwdseg_{dtype}_k{dk}v{dv}", kernel, dict(consts, HAS_INIT=True, H=1), types, warps
                 consts = dict(DK=dk, DV=dv, **cfg)
-                yield f"gla_segstate_{dtype}_k{dk}v{dv}", tg._bgla_seg_state_kernel, consts, types, warps
+                yield f"gla_segstate_{dtype}_k{dk}v{dv}", tg._bgla_seg_state_kernel, dict(consts, H=1), types, warps
                 yield f"gla_combine_{dtype}_k{dk}v{dv}", tg._bgla_combine_kernel, consts, types, warps
 
 
