@@ -20,10 +20,11 @@ over a chunked tensor-core form for these reasons, with the H100 in mind:
 
 The cost of the choice is latency: each program walks its tokens one after the other (~L dependent steps, not
 bandwidth, bound a program). Where B·H·(dv tiles) programs are too few to fill the GPU (small batches at high
-resolution: ViG-T @1024, batch 8, is 48 programs for 132 SMs), the forward cuts the sequence into segments run in
-parallel (:func:`segment_length`; 3 launches instead of 1, the state recurrence done twice); the backward does
-not (training batches of 64+ at 224 px give 192–1536 programs). A chunked tensor-core kernel is the next step if
-the GPU benchmark (``benchmarks/gla.py``) shows the long-L stages dominating.
+resolution: ViG-T @1024, batch 8, is 48 programs for 132 SMs; ViG-H-T stage 1 @224, batch 64, 192), both kernels
+cut the sequence into segments run in parallel (:func:`segment_length`; the forward takes 3 launches instead of 1
+and does the state recurrence twice, the backward 5 and recomputes the states and the adjoints' carries). A
+chunked tensor-core kernel is the next step if the GPU benchmark (``benchmarks/gla.py``) shows the long-L stages
+dominating.
 
 Forward (:func:`_bgla_fwd_kernel`): program ``(b·H + h, i_v, segment)`` holds both states for dv columns
 ``[i_v·BV, (i_v+1)·BV)`` and all dk rows (a ``DKP × BV`` fp32 tile each; the q·S contraction runs over dk) and
@@ -36,7 +37,9 @@ second half adds its contribution to the stored partial and writes the output on
 directions; also the summed log-decays), :func:`_bgla_combine_kernel` chains them into the states entering each
 segment (``S_in,j = e^{Σg_{j-1}} ⊙ S_in,j-1 + S_local,j-1``, exponents <= 0), and the forward kernel starts there.
 
-Backward (:func:`_bgla_bwd_kernel`), with ``dH`` the adjoint of a state (``dH^f_t = s q_t do_t^T + a^f_{t+1}
+Backward (:func:`_bgla_bwd_kernel`, per segment: the states and the adjoints' carries entering it come from
+:func:`chained_states`, and the host continues the gate gradients' sums over the later segments), with ``dH`` the
+adjoint of a state (``dH^f_t = s q_t do_t^T + a^f_{t+1}
 ⊙ dH^f_{t+1}``, ``dH^b_t = s q_t do_t^T + a^b_{t-1} ⊙ dH^b_{t-1}``), two sweeps per program:
 
 - sweep A, ``t = 0 .. L-1``: ``S^f`` gives ``dq^f_t = s S^f_t do_t``; ``dH^b`` gives ``dk^b_t = dH^b_t v_t``
@@ -165,17 +168,23 @@ def _bgla_fwd_kernel(
 
 @triton.jit
 def _bgla_seg_state_kernel(
-    K, V, GF, GB, LOCAL, GSUM,
+    X, Y, GL, GR, LOCAL, GSUM,
     H, L, STATES, SEG, NSEG,
-    s_kb, s_kh, s_kt,
-    s_vb, s_vh, s_vt,
-    s_fb, s_fh, s_ft,
-    s_gb, s_gh, s_gt,
-    DK: tl.constexpr, DV: tl.constexpr, DKP: tl.constexpr, BV: tl.constexpr,
+    s_xb, s_xh, s_xt,
+    s_yb, s_yh, s_yt,
+    s_lb, s_lh, s_lt,
+    s_rb, s_rh, s_rt,
+    x_scale,
+    DK: tl.constexpr, DV: tl.constexpr, DKP: tl.constexpr, BV: tl.constexpr, ADJOINT: tl.constexpr,
 ):  # fmt: skip
-    """Each segment's own states, from zero: ``LOCAL[0, bh, seg] = Σ_{t in seg} (Π_{u in (t, end]} a^f_u) k_t v_t^T``
-    (the forward scan over the segment), ``LOCAL[1, bh, seg]`` the backward scan's, fp32 ``(2, B·H, NSEG, DK, DV)``;
-    ``GSUM[d, bh, seg] = Σ_{t in seg} g^d_t`` fp32 ``(2, B·H, NSEG, DK)`` (written by the first dv tile)."""
+    """Each segment's own scans from zero, of rows ``x_t`` (dk) ⊗ ``y_t`` (dv) with per-token decays: the
+    left-to-right one (gates ``GL``) into ``LOCAL[0, bh, seg]``, the right-to-left one (gates ``GR``) into
+    ``LOCAL[1, bh, seg]``, fp32 ``(2, B·H, NSEG, DK, DV)``; ``GSUM[d, bh, seg]`` = the segment's summed gates of
+    that direction, fp32 ``(2, B·H, NSEG, DK)`` (written by the first dv tile). ``STATES = B·H·NSEG``.
+
+    States (``x, y = k, v``; ``GL, GR = g^f, g^b``): ``S = a_t ⊙ S + k_t v_t^T``, the forward and backward scans.
+    ``ADJOINT`` (``x, y = s·q, dO``; ``GL, GR = g^b, g^f``): the carries of the backward kernel's adjoints,
+    ``C = a_t ⊙ (C + s q_t dO_t^T)`` (the decay after the token: what crosses into the next token)."""
     pid = tl.program_id(0)
     i_v = tl.program_id(1)
     seg = tl.program_id(2)
@@ -185,40 +194,44 @@ def _bgla_seg_state_kernel(
     cv = i_v * BV + tl.arange(0, BV)
     mk = rk < DK
     mv = cv < DV
-    k_ptr = K + b * s_kb + h * s_kh + rk
-    v_ptr = V + b * s_vb + h * s_vh + cv
-    f_ptr = GF + b * s_fb + h * s_fh + rk
-    g_ptr = GB + b * s_gb + h * s_gh + rk
+    x_ptr = X + b * s_xb + h * s_xh + rk
+    y_ptr = Y + b * s_yb + h * s_yh + cv
+    l_ptr = GL + b * s_lb + h * s_lh + rk
+    r_ptr = GR + b * s_rb + h * s_rh + rk
     first = seg * SEG
     n = tl.minimum(SEG, L - first)
     last = first + n - 1
-    s_f = tl.zeros((DKP, BV), dtype=tl.float32)
-    s_b = tl.zeros((DKP, BV), dtype=tl.float32)
-    sum_f = tl.zeros((DKP,), dtype=tl.float32)
-    sum_b = tl.zeros((DKP,), dtype=tl.float32)
-    nkf, nvf, ngf = _row(k_ptr, first, s_kt, mk), _row(v_ptr, first, s_vt, mv), _row(f_ptr, first, s_ft, mk)
-    nkb, nvb, ngb = _row(k_ptr, last, s_kt, mk), _row(v_ptr, last, s_vt, mv), _row(g_ptr, last, s_gt, mk)
+    s_l = tl.zeros((DKP, BV), dtype=tl.float32)
+    s_r = tl.zeros((DKP, BV), dtype=tl.float32)
+    sum_l = tl.zeros((DKP,), dtype=tl.float32)
+    sum_r = tl.zeros((DKP,), dtype=tl.float32)
+    nxl, nyl, ngl = _row(x_ptr, first, s_xt, mk), _row(y_ptr, first, s_yt, mv), _row(l_ptr, first, s_lt, mk)
+    nxr, nyr, ngr = _row(x_ptr, last, s_xt, mk), _row(y_ptr, last, s_yt, mv), _row(r_ptr, last, s_rt, mk)
     for i in range(0, n):
-        tf = first + i
-        tb = last - i
-        kf, vf, gf, kb, vb, gb = _f32(nkf), _f32(nvf), _f32(ngf), _f32(nkb), _f32(nvb), _f32(ngb)
+        tl_ = first + i
+        tr = last - i
+        xl, yl, gl, xr, yr, gr = _f32(nxl) * x_scale, _f32(nyl), _f32(ngl), _f32(nxr) * x_scale, _f32(nyr), _f32(ngr)
         ahead = i < n - 1
-        nkf, nvf = _row(k_ptr, tf + 1, s_kt, mk & ahead), _row(v_ptr, tf + 1, s_vt, mv & ahead)
-        ngf = _row(f_ptr, tf + 1, s_ft, mk & ahead)
-        nkb, nvb = _row(k_ptr, tb - 1, s_kt, mk & ahead), _row(v_ptr, tb - 1, s_vt, mv & ahead)
-        ngb = _row(g_ptr, tb - 1, s_gt, mk & ahead)
-        s_f = s_f * tl.exp(gf)[:, None] + kf[:, None] * vf[None, :]
-        s_b = s_b * tl.exp(gb)[:, None] + kb[:, None] * vb[None, :]
-        sum_f += gf
-        sum_b += gb
+        nxl, nyl = _row(x_ptr, tl_ + 1, s_xt, mk & ahead), _row(y_ptr, tl_ + 1, s_yt, mv & ahead)
+        ngl = _row(l_ptr, tl_ + 1, s_lt, mk & ahead)
+        nxr, nyr = _row(x_ptr, tr - 1, s_xt, mk & ahead), _row(y_ptr, tr - 1, s_yt, mv & ahead)
+        ngr = _row(r_ptr, tr - 1, s_rt, mk & ahead)
+        if ADJOINT:
+            s_l = (s_l + xl[:, None] * yl[None, :]) * tl.exp(gl)[:, None]
+            s_r = (s_r + xr[:, None] * yr[None, :]) * tl.exp(gr)[:, None]
+        else:
+            s_l = s_l * tl.exp(gl)[:, None] + xl[:, None] * yl[None, :]
+            s_r = s_r * tl.exp(gr)[:, None] + xr[:, None] * yr[None, :]
+        sum_l += gl
+        sum_r += gr
     row = pid.to(tl.int64) * NSEG + seg
     other = tl.cast(STATES, tl.int64)  # rows of one direction, B·H·NSEG
     local = LOCAL + row * DK * DV + rk[:, None] * DV + cv[None, :]
     m_state = mk[:, None] & mv[None, :]
-    tl.store(local, s_f, mask=m_state)
-    tl.store(local + other * DK * DV, s_b, mask=m_state)
-    tl.store(GSUM + row * DK + rk, sum_f, mask=mk & (i_v == 0))
-    tl.store(GSUM + (other + row) * DK + rk, sum_b, mask=mk & (i_v == 0))
+    tl.store(local, s_l, mask=m_state)
+    tl.store(local + other * DK * DV, s_r, mask=m_state)
+    tl.store(GSUM + row * DK + rk, sum_l, mask=mk & (i_v == 0))
+    tl.store(GSUM + (other + row) * DK + rk, sum_r, mask=mk & (i_v == 0))
 
 
 @triton.jit
@@ -247,8 +260,8 @@ def _bgla_combine_kernel(
 
 @triton.jit
 def _bgla_bwd_kernel(
-    Q, K, V, GF, GB, DO, DQ, DK_, DV_, DGF, DGB, SQ, SK, SV,
-    H, L, BH,
+    Q, K, V, GF, GB, DO, DQ, DK_, DV_, DGF, DGB, SQ, SK, SV, INIT, AINIT, RT,
+    H, L, BH, SEG, NSEG,
     s_qb, s_qh, s_qt,
     s_kb, s_kh, s_kt,
     s_vb, s_vh, s_vt,
@@ -257,18 +270,25 @@ def _bgla_bwd_kernel(
     s_ob, s_oh, s_ot,
     scale,
     DK: tl.constexpr, DV: tl.constexpr, DKP: tl.constexpr, BVH: tl.constexpr, BVL: tl.constexpr,
+    HAS_INIT: tl.constexpr,
 ):  # fmt: skip
-    """Gradients of one program's dv tile: ``DQ, DK_, DGF, DGB`` ``(NV, B, H, L, DK)`` per-tile partials (with one
-    tile, NV = 1: the gradients themselves, in any dtype), ``DV_`` ``(B, H, L, DV)`` (complete: the tile holds every
-    dk row). ``SQ, SK`` (shaped like ``DQ``) and ``SV`` (like ``DV_``): fp32 scratch for sweep A's terms, read back
-    by sweep B (they may be the outputs themselves when those are fp32).
+    """Gradients of one program's dv tile and segment ``program_id(2)`` (tokens ``[seg·SEG, seg·SEG + SEG) ∩
+    [0, L)``; one segment of L tokens unless the host split the sequence): ``DQ, DK_, DGF, DGB``
+    ``(NV, B, H, L, DK)`` per-tile partials (with one tile, NV = 1: the gradients themselves, in any dtype), ``DV_``
+    ``(B, H, L, DV)`` (complete: the tile holds every dk row). ``SQ, SK`` (shaped like ``DQ``) and ``SV`` (like
+    ``DV_``): fp32 scratch for sweep A's terms, read back by sweep B (they may be the outputs themselves when those
+    are fp32). With ``HAS_INIT``: ``INIT`` (the states) and ``AINIT`` (the adjoints' carries) entering each
+    segment from the left ``[0]`` and the right ``[1]``, fp32 ``(2, B·H, NSEG, DK, DV)`` (:func:`chained_states`),
+    and ``RT`` fp32 ``(2, NV, B·H, NSEG, DK)`` receives the segment's sums of ``r^f`` and ``r^b`` (the host adds
+    the later segments' sums to the gate gradients).
 
     The tile's ``BV = BVH · BVL`` columns are a 3-D ``(BVH, DKP, BVL)`` state: the compiler's default layout puts
     ``BVL`` columns and ``32 / BVL`` groups of dk rows on a warp's lanes, so the contractions over dv (dq, dk) add
     ``BVH`` values in-thread before ``log2(BVL)`` shuffles, and the one over dk (dv) before ``log2(32 / BVL)``
     (a ``(DKP, BV)`` tile with all lanes on dv took 5 shuffles per dk row for each of them: ~5x more)."""
-    pid = tl.program_id(0)  # b·H + h on the first axis: up to 2^31 - 1 programs (the second allows 65535)
+    pid = tl.program_id(0)  # b·H + h on the first axis: up to 2^31 - 1 programs (the others allow 65535)
     i_v = tl.program_id(1)
+    seg = tl.program_id(2)
     b = (pid // H).to(tl.int64)
     h = (pid % H).to(tl.int64)
     rk = tl.arange(0, DKP)
@@ -291,20 +311,32 @@ def _bgla_bwd_kernel(
     sk_ptr = SK + part
     sv_ptr = SV + pid.to(tl.int64) * L * DV + cv
 
-    # sweep A, t = 0 .. L-1: forward state -> dq^f; adjoint of the backward state -> dk^b, dv^b.
+    first = seg * SEG
+    n = tl.minimum(SEG, L - first)
+    last = first + n - 1
+    entry = (pid.to(tl.int64) * NSEG + seg) * DK * DV  # this segment's (DK, DV) entry states
+    if HAS_INIT:  # entering from the left
+        tile = rk[None, :, None] * DV + cv[:, None, :]
+        m_state = mk[None, :, None] & mv[:, None, :]
+        s_f = tl.load(INIT + entry + tile, mask=m_state, other=0.0)
+        dh_b = tl.load(AINIT + entry + tile, mask=m_state, other=0.0)
+    else:
+        s_f = tl.zeros((BVH, DKP, BVL), dtype=tl.float32)
+        dh_b = tl.zeros((BVH, DKP, BVL), dtype=tl.float32)
+
+    # sweep A, t = first .. last: forward state -> dq^f; adjoint of the backward state -> dk^b, dv^b.
     # Each step's rows are loaded one step ahead (n*), as in the forward kernel.
-    s_f = tl.zeros((BVH, DKP, BVL), dtype=tl.float32)
-    dh_b = tl.zeros((BVH, DKP, BVL), dtype=tl.float32)
     nq, nk, nv, ndo = (
-        _row(q_ptr, 0, s_qt, mk),
-        _row(k_ptr, 0, s_kt, mk),
-        _row(v_ptr, 0, s_vt, mv),
-        _row(do_ptr, 0, s_ot, mv),
+        _row(q_ptr, first, s_qt, mk),
+        _row(k_ptr, first, s_kt, mk),
+        _row(v_ptr, first, s_vt, mv),
+        _row(do_ptr, first, s_ot, mv),
     )
-    nf, ng = _row(f_ptr, 0, s_ft, mk), _row(g_ptr, 0, s_gt, mk)
-    for t in range(0, L):
+    nf, ng = _row(f_ptr, first, s_ft, mk), _row(g_ptr, first, s_gt, mk)
+    for i in range(0, n):
+        t = first + i
         q, k, v, do, a_f, a_b = _f32(nq), _f32(nk), _f32(nv), _f32(ndo), tl.exp(_f32(nf)), tl.exp(_f32(ng))
-        ahead = t + 1 < L
+        ahead = i < n - 1
         nq, nk = _row(q_ptr, t + 1, s_qt, mk & ahead), _row(k_ptr, t + 1, s_kt, mk & ahead)
         nv, ndo = _row(v_ptr, t + 1, s_vt, mv & ahead), _row(do_ptr, t + 1, s_ot, mv & ahead)
         nf, ng = _row(f_ptr, t + 1, s_ft, mk & ahead), _row(g_ptr, t + 1, s_gt, mk & ahead)
@@ -319,12 +351,18 @@ def _bgla_bwd_kernel(
         dh_b = dh_b * a_b[None, :, None]  # dH^b_{t+1} receives a^b_t ⊙ dH^b_t
     tl.debug_barrier()  # sweep B reads the stored terms back, possibly from other threads of the program
 
-    # sweep B, t = L-1 .. 0: backward state -> dq^b; adjoint of the forward state -> dk^f, dv^f; totals
-    s_b = tl.zeros((BVH, DKP, BVL), dtype=tl.float32)
-    dh_f = tl.zeros((BVH, DKP, BVL), dtype=tl.float32)
-    acc_f = tl.zeros((DKP,), dtype=tl.float32)  # Σ_{s>=t} r^f_s
-    acc_b = tl.zeros((DKP,), dtype=tl.float32)  # Σ_{s>t} r^b_s
-    last = L - 1
+    # sweep B, t = last .. first: backward state -> dq^b; adjoint of the forward state -> dk^f, dv^f; totals
+    if HAS_INIT:  # entering from the right (loaded only now: two states live at a time, not four)
+        entry += tl.cast(BH, tl.int64) * NSEG * DK * DV
+        tile = rk[None, :, None] * DV + cv[:, None, :]
+        m_state = mk[None, :, None] & mv[:, None, :]
+        s_b = tl.load(INIT + entry + tile, mask=m_state, other=0.0)
+        dh_f = tl.load(AINIT + entry + tile, mask=m_state, other=0.0)
+    else:
+        s_b = tl.zeros((BVH, DKP, BVL), dtype=tl.float32)
+        dh_f = tl.zeros((BVH, DKP, BVL), dtype=tl.float32)
+    acc_f = tl.zeros((DKP,), dtype=tl.float32)  # Σ_{s>=t} r^f_s (within the segment)
+    acc_b = tl.zeros((DKP,), dtype=tl.float32)  # Σ_{s>t} r^b_s (within the segment)
     nq, nk, nv, ndo = (
         _row(q_ptr, last, s_qt, mk),
         _row(k_ptr, last, s_kt, mk),
@@ -333,11 +371,11 @@ def _bgla_bwd_kernel(
     )
     nf, ng = _row(f_ptr, last, s_ft, mk), _row(g_ptr, last, s_gt, mk)
     ndq, ndk, ndv = _row(sq_ptr, last, DK, mk), _row(sk_ptr, last, DK, mk), _row(sv_ptr, last, DV, mv)
-    for i in range(0, L):
+    for i in range(0, n):
         t = last - i
         q, k, v, do, a_f, a_b = _f32(nq), _f32(nk), _f32(nv), _f32(ndo), tl.exp(_f32(nf)), tl.exp(_f32(ng))
         dq_f, dk_b, dv_b = ndq, ndk, ndv
-        ahead = t > 0
+        ahead = i < n - 1
         nq, nk = _row(q_ptr, t - 1, s_qt, mk & ahead), _row(k_ptr, t - 1, s_kt, mk & ahead)
         nv, ndo = _row(v_ptr, t - 1, s_vt, mv & ahead), _row(do_ptr, t - 1, s_ot, mv & ahead)
         nf, ng = _row(f_ptr, t - 1, s_ft, mk & ahead), _row(g_ptr, t - 1, s_gt, mk & ahead)
@@ -363,6 +401,10 @@ def _bgla_bwd_kernel(
         tl.store(dq_ptr + t * DK, (dq_f + dq_b).to(DQ.dtype.element_ty), mask=mk)
         tl.store(dk_ptr + t * DK, (dk_f + dk_b).to(DK_.dtype.element_ty), mask=mk)
         tl.store(dv_ptr + t * DV, (dv_f + dv_b).to(DV_.dtype.element_ty), mask=mv)
+    if HAS_INIT:  # the segment's sums of r^f and r^b (this dv tile's part)
+        rt = RT + ((i_v * BH + pid).to(tl.int64) * NSEG + seg) * DK + rk
+        tl.store(rt, acc_f, mask=mk)
+        tl.store(rt + tl.cast(BH, tl.int64) * tl.num_programs(1) * NSEG * DK, acc_b, mask=mk)
 
 
 # (kind "fwd" | "bwd", DKP, DVP) -> (dv tile, num_warps): overrides of launch_config's defaults, e.g. set by
@@ -406,11 +448,11 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
 
 
-# The forward runs a long sequence as segments in parallel where B·H·(dv tiles) programs alone would leave most of
+# Both kernels run a long sequence as segments in parallel where B·H·(dv tiles) programs alone would leave most of
 # the GPU idle (ViG-T @1024: 3 heads x batch 8 x 2 tiles = 48 one-warp programs on 132 SMs, each 4096 steps long):
 # a first pass scans each segment from a zero state (its local states and summed log-decays), a small kernel
-# chains them into the state entering each segment (exact: decays <= 1), and the forward kernel starts every
-# segment from those. The extra pass repeats the state recurrence once, so it pays only when programs are scarce.
+# chains them into the state entering each segment (exact: decays <= 1), and the kernels start every segment from
+# those. The extra passes repeat the recurrences once, so they pay only when programs are scarce.
 MIN_SEGMENT = 128  # tokens per segment at least (shorter ones spend more on the extra pass than they gain)
 PROGRAMS_PER_SM = 4  # the split aims at about this many forward programs per SM
 FORCE_SEGMENT: int | None = None  # a fixed segment length (tests; benchmarks), regardless of the rule above
@@ -431,6 +473,44 @@ def segment_length(programs: int, length: int, device: torch.device) -> int:
     return length if segments <= 1 else -(-length // segments)
 
 
+def chained_states(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    g_left: torch.Tensor,
+    g_right: torch.Tensor,
+    x_scale: float,
+    seg: int,
+    nseg: int,
+    adjoint: bool,
+) -> torch.Tensor:
+    """fp32 ``(2, B·H, NSEG, dk, dv)``: what enters each segment of ``seg`` tokens from the left (``[0]``) and from
+    the right (``[1]``) of the scans of :func:`_bgla_seg_state_kernel` (the states for ``x, y = k, v``; the
+    adjoints' carries for ``x, y = s·q, dO`` with ``adjoint``), chained by :func:`_bgla_combine_kernel`."""
+    b, h, length, dk = x.shape
+    dv = y.shape[-1]
+    bh = b * h
+    cfg = launch_config(dk, dv)
+    warps = cfg.pop("num_warps")
+    nv = -(-dv // cfg["BV"])
+    local = torch.empty((2, bh, nseg, dk, dv), device=x.device, dtype=torch.float32)
+    gsum = torch.empty((2, bh, nseg, dk), device=x.device, dtype=torch.float32)
+    init = torch.empty_like(local)
+    launch(
+        _bgla_seg_state_kernel, (bh, nv, nseg),
+        x, y, g_left, g_right, local, gsum,
+        h, length, bh * nseg, seg, nseg,
+        *_strides(x), *_strides(y), *_strides(g_left), *_strides(g_right),
+        float(x_scale),
+        DK=dk, DV=dv, **cfg, ADJOINT=adjoint, num_warps=warps, num_stages=1,
+    )  # fmt: skip
+    launch(
+        _bgla_combine_kernel, (bh, nv, 2),
+        local, gsum, init, nseg, bh,
+        DK=dk, DV=dv, **cfg, num_warps=warps, num_stages=1,
+    )  # fmt: skip
+    return init
+
+
 def forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gk_fwd: torch.Tensor, gk_bwd: torch.Tensor, scale: float
 ) -> torch.Tensor:
@@ -448,23 +528,7 @@ def forward(
     bh, nv = b * h, -(-dv // _tile(cfg))
     seg = segment_length(bh * nv, length, q.device)
     nseg = -(-length // seg)
-    init = part  # not read without HAS_INIT
-    if nseg > 1:
-        local = torch.empty((2, bh, nseg, dk, dv), device=q.device, dtype=torch.float32)
-        gsum = torch.empty((2, bh, nseg, dk), device=q.device, dtype=torch.float32)
-        init = torch.empty_like(local)
-        launch(
-            _bgla_seg_state_kernel, (bh, nv, nseg),
-            k, v, gk_fwd, gk_bwd, local, gsum,
-            h, length, bh * nseg, seg, nseg,
-            *_strides(k), *_strides(v), *_strides(gk_fwd), *_strides(gk_bwd),
-            DK=dk, DV=dv, **cfg, num_warps=warps, num_stages=1,
-        )  # fmt: skip
-        launch(
-            _bgla_combine_kernel, (bh, nv, 2),
-            local, gsum, init, nseg, bh,
-            DK=dk, DV=dv, **cfg, num_warps=warps, num_stages=1,
-        )  # fmt: skip
+    init = chained_states(k, v, gk_fwd, gk_bwd, 1.0, seg, nseg, adjoint=False) if nseg > 1 else part
     launch(
         _bgla_fwd_kernel, (bh, nv, nseg),
         q, k, v, gk_fwd, gk_bwd, out, part, init,
@@ -496,27 +560,43 @@ def backward(
         )
     cfg = launch_config(dk, dv, backward=True)
     warps = cfg.pop("num_warps")
-    nv = -(-dv // _tile(cfg))
+    bh, nv = b * h, -(-dv // _tile(cfg))
+    seg = segment_length(bh * nv, length, q.device)
+    nseg = -(-length // seg)
+    if nseg > 1:  # the entry states add registers (ptxas spilled at dk 32/dv 64 on 2 warps); programs are few
+        warps = min(8, 2 * warps)
     new = lambda shape, dtype: torch.empty(shape, device=q.device, dtype=dtype)
     f32 = torch.float32
-    if nv == 1:  # the gradients are written once, in their dtypes; sweep A's terms go to fp32 scratch (or in place)
+    if nv == 1 and nseg == 1:  # the gradients written once, in their dtypes; sweep A's terms in fp32 scratch
         outs = [new((b, h, length, dk), dt) for dt in (dtypes[0], dtypes[1], dtypes[3], dtypes[4])]
         d_v = new((b, h, length, dv), dtypes[2])
         scratch = [t if t.dtype == f32 else new(t.shape, f32) for t in (outs[0], outs[1], d_v)]
-    else:  # per-tile fp32 partials of dq, dk and the gate gradients, added below; dv is complete per tile
+    else:  # fp32 per-tile partials of dq, dk and the gate gradients, completed below; dv is complete per tile
         outs = list(new((4, nv, b, h, length, dk), f32).unbind(0))
         d_v = new((b, h, length, dv), f32)
         scratch = [outs[0], outs[1], d_v]
+    if nseg > 1:
+        init = chained_states(k, v, gk_fwd, gk_bwd, 1.0, seg, nseg, adjoint=False)
+        carries = chained_states(q, grad_out, gk_bwd, gk_fwd, scale, seg, nseg, adjoint=True)
+        sums = new((2, nv, bh, nseg, dk), f32)
+    else:
+        init = carries = sums = scratch[0]  # not read without HAS_INIT
     launch(
-        _bgla_bwd_kernel, (b * h, nv),
-        q, k, v, gk_fwd, gk_bwd, grad_out, outs[0], outs[1], d_v, outs[2], outs[3], *scratch,
-        h, length, b * h,
+        _bgla_bwd_kernel, (bh, nv, nseg),
+        q, k, v, gk_fwd, gk_bwd, grad_out, outs[0], outs[1], d_v, outs[2], outs[3], *scratch, init, carries, sums,
+        h, length, bh, seg, nseg,
         *_strides(q), *_strides(k), *_strides(v), *_strides(gk_fwd), *_strides(gk_bwd), *_strides(grad_out),
         float(scale),
-        DK=dk, DV=dv, **cfg, num_warps=warps, num_stages=1,
+        DK=dk, DV=dv, **cfg, HAS_INIT=nseg > 1, num_warps=warps, num_stages=1,
     )  # fmt: skip
-    if nv == 1:
+    if nv == 1 and nseg == 1:
         d_q, d_k, d_gf, d_gb = outs
         return d_q, d_k, d_v, d_gf, d_gb
     d_q, d_k, d_gf, d_gb = (t.sum(0) for t in outs)
+    if nseg > 1:  # the gate gradients' suffix sums continue over the later segments
+        r = sums.sum(1)  # (2, B·H, NSEG, dk): Σ r^f, Σ r^b per segment
+        later = (r.flip(-2).cumsum(-2).flip(-2) - r)[:, :, torch.arange(length, device=q.device) // seg]
+        d_gf += later[0].view(b, h, length, dk)
+        d_gf[:, :, 0] = 0  # exactly 0: no decay acts before the first token
+        d_gb -= later[1].view(b, h, length, dk)
     return tuple(g.to(dt) for g, dt in zip((d_q, d_k, d_v, d_gf, d_gb), dtypes))

@@ -204,24 +204,31 @@ def sla_variants():
 
 def gla_variants():
     """(name, kernel, constexprs, argument types, num_warps) as triton_gla launches them: ViG's head dims (dk/dv
-    32/64 in bf16 and fp32, ViG-H's 16/32), non-powers of two (24/48) and 128/128; at ViG's dims also the
-    segmented forward (its state pass, the chain, the forward from chained states). The rows are 1-D vectors, one
+    32/64 in bf16 and fp32, ViG-H's 16/32), non-powers of two (24/48) and 128/128; at ViG's dims also the kernels
+    of a sequence split into segments (the state and adjoint-carry passes, the chain, forward and backward from
+    the chained states). The rows are 1-D vectors, one
     element per lane (coalesced across the warp: these names avoid the vectorisation check's "bf16_dk")."""
     for dk, dv, dtype in ((32, 64, "bf16"), (32, 64, "fp32"), (16, 32, "bf16"), (24, 48, "bf16"), (128, 128, "bf16")):
         types = {p: f"*{dtype}" for p in ("Q", "K", "V", "GF", "GB", "OUT", "DO")}
-        types.update({p: "*fp32" for p in ("PART", "SQ", "SK", "SV", "INIT", "LOCAL", "GSUM")}, scale="fp32")
+        fp32_args = ("PART", "SQ", "SK", "SV", "INIT", "AINIT", "RT", "LOCAL", "GSUM")
+        types.update({p: "*fp32" for p in fp32_args}, scale="fp32")
         for kind, kernel in (("fwd", tg._bgla_fwd_kernel), ("bwd", tg._bgla_bwd_kernel)):
             cfg = tg.launch_config(dk, dv, backward=kind == "bwd")
             warps = cfg.pop("num_warps")
             one_tile = kind == "fwd" or dv <= cfg["BVH"] * cfg["BVL"]  # gradients in the inputs' dtype, else fp32
             types.update({p: f"*{dtype}" if one_tile else "*fp32" for p in ("DQ", "DK_", "DV_", "DGF", "DGB")})
-            consts = dict(DK=dk, DV=dv, **cfg, **({"HAS_INIT": False} if kind == "fwd" else {}))
+            consts = dict(DK=dk, DV=dv, **cfg, HAS_INIT=False)
             yield f"gla_{kind}_{dtype}_k{dk}v{dv}", kernel, consts, types, warps
-            if kind == "fwd" and (dk, dv, dtype) in ((32, 64, "bf16"), (16, 32, "bf16")):
+            if (dk, dv, dtype) in ((32, 64, "bf16"), (16, 32, "bf16")):  # split into segments
                 # H = 1 as Triton specialises an int argument equal to 1 (a constant: no .to() on it)
-                yield f"gla_fwdseg_{dtype}_k{dk}v{dv}", kernel, dict(consts, HAS_INIT=True, H=1), types, warps
+                seg_warps = warps if kind == "fwd" else min(8, 2 * warps)  # as triton_gla.backward launches it
+                yield f"gla_{kind}seg_{dtype}_k{dk}v{dv}", kernel, dict(consts, HAS_INIT=True, H=1), types, seg_warps
+            if kind == "fwd" and (dk, dv, dtype) in ((32, 64, "bf16"), (16, 32, "bf16")):
                 consts = dict(DK=dk, DV=dv, **cfg)
-                yield f"gla_segstate_{dtype}_k{dk}v{dv}", tg._bgla_seg_state_kernel, dict(consts, H=1), types, warps
+                state_types = {**types, **{p: f"*{dtype}" for p in ("X", "Y", "GL", "GR")}, "x_scale": "fp32"}
+                for adjoint in (False, True):
+                    name = f"gla_seg{'adjoint' if adjoint else 'state'}_{dtype}_k{dk}v{dv}"
+                    yield name, tg._bgla_seg_state_kernel, dict(consts, ADJOINT=adjoint, H=1), state_types, warps
                 yield f"gla_combine_{dtype}_k{dk}v{dv}", tg._bgla_combine_kernel, consts, types, warps
 
 

@@ -212,15 +212,19 @@ def test_triton_other_tiles(fwd_tile, bwd_tile, monkeypatch):
 
 @needs_kernels
 @pytest.mark.parametrize("segment", [1, 5, 16])
-def test_triton_forward_in_segments(segment, monkeypatch):
-    """A long sequence split into segments (scanned from zero, chained, then rescanned from the chained states)
-    gives the same output: ragged last segment, one-token segments, two dv tiles, strong decays."""
+def test_triton_in_segments(segment, monkeypatch):
+    """A sequence split into segments (scanned from zero, chained, then rescanned from the chained states and, in
+    the backward, the chained adjoint carries; the gate gradients' sums continued over later segments) gives the
+    same output and gradients: ragged last segment, one-token segments, several dv tiles, strong decays."""
     tg = gla_module._triton_gla
     monkeypatch.setattr(tg, "FORCE_SEGMENT", segment)
-    q, k, v, g_fwd, g_bwd = (t.to(DEVICE) for t in _inputs(1, 2, 37, 12, 40, seed=16))
-    g_fwd = g_fwd * 10
-    out = bidirectional_gla(q, k, v, g_fwd, g_bwd, backend="triton")
-    assert _rel(out, _reference(q, k, v, g_fwd, g_bwd)) < 1e-5
+    q, k, v, g_fwd, g_bwd = (t.to(DEVICE) for t in _inputs(1, 2, 37, 12, 80, seed=16))
+    tensors = (q, k, v, g_fwd * 10, g_bwd)
+    got = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="triton"), tensors)
+    want = _outputs_and_grads(_reference, tensors)
+    for name, a, w in zip(NAMES, got, want):
+        assert _rel(a, w) < 1e-5, (name, _rel(a, w))
+    assert not got[4][:, :, 0].any()  # dgk_fwd at the first token: exactly 0
 
 
 def test_segment_rule(monkeypatch):
