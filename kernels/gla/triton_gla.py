@@ -15,8 +15,8 @@ over a chunked tensor-core form for these reasons, with the H100 in mind:
   and B·heads = 192..1536 (batch 64–128), so the sequential depth is modest and ``B · heads · dv/BV`` one- or
   two-warp programs fill the 132 SMs; the op is memory-bound (kernels.md §5.3: ~13 µs floor for ViG-S @224),
   and with dk = 16/32, dv = 32/64 a 16×16 tensor-core tile would be mostly padding for the state products;
-- *one launch, O(1) extra memory*: no per-chunk states are stored (the chunked form keeps ``L/C · dk · dv``
-  fp32 per head), and the backward recomputes the states instead of saving them.
+- *one launch each way, O(1) extra memory*: no per-chunk states are stored (the chunked form keeps
+  ``L/C · dk · dv`` fp32 per head), and the backward recomputes the states instead of saving them.
 
 The cost of the choice is latency: each program walks its tokens one after the other (~L dependent steps, not
 bandwidth, bound a program). Where B·H·(dv tiles) programs are too few to fill the GPU (small batches at high
@@ -39,8 +39,8 @@ segment (``S_in,j = e^{Σg_{j-1}} ⊙ S_in,j-1 + S_local,j-1``, exponents <= 0),
 
 Backward (:func:`_bgla_bwd_kernel`, per segment: the states and the adjoints' carries entering it come from
 :func:`chained_states`, and the host continues the gate gradients' sums over the later segments), with ``dH`` the
-adjoint of a state (``dH^f_t = s q_t do_t^T + a^f_{t+1}
-⊙ dH^f_{t+1}``, ``dH^b_t = s q_t do_t^T + a^b_{t-1} ⊙ dH^b_{t-1}``), two sweeps per program:
+adjoint of a state (``dH^f_t = s q_t do_t^T + a^f_{t+1} ⊙ dH^f_{t+1}``,
+``dH^b_t = s q_t do_t^T + a^b_{t-1} ⊙ dH^b_{t-1}``), two sweeps per program (over its segment's tokens):
 
 - sweep A, ``t = 0 .. L-1``: ``S^f`` gives ``dq^f_t = s S^f_t do_t``; ``dH^b`` gives ``dk^b_t = dH^b_t v_t``
   and ``dv^b_t = dH^b_t^T k_t``; all three are stored (fp32);
@@ -52,9 +52,10 @@ adjoint of a state (``dH^f_t = s q_t do_t^T + a^f_{t+1}
   fla's fused recurrent backward, a gate gradient is a sum of many ``r`` terms, so its absolute error is about
   ``2^-24 · Σ_s |r_s|`` (relative to the largest gate gradient: ~1e-7 in fp32).
 
-With one dv tile (dv <= 64: ViG's heads) the gradients are written once, in their inputs' dtypes, and only
-sweep A's three terms pass through fp32 scratch; with several (dv > 64) the programs write fp32 per-tile partials
-of dq, dk and the gate gradients (linear in the tile's columns) and the host adds them. All state arithmetic is
+With one dv tile (dv <= 64: ViG's heads) and one segment the gradients are written once, in their inputs'
+dtypes, and only sweep A's three terms pass through fp32 scratch; with several tiles (dv > 64) or segments the
+programs write fp32 per-tile partials of dq, dk and the gate gradients (linear in the tile's columns) and the
+host adds them (and the later segments' sums of ``r``). All state arithmetic is
 fp32; inputs of any float dtype (and mixed dtypes) are read as they are, rows must have a unit last stride (other
 strides are arguments).
 """
