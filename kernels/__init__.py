@@ -1,10 +1,9 @@
 """Attention ops shared by the zoo: a PyTorch reference beside each fused Triton kernel.
 
-The attention ops with a Triton kernel (linear, neighborhood, window and sparse-linear attention) take
-``backend="auto" | "triton" | "torch"`` (``auto``: the env var ``LINZOO_KERNEL_BACKEND``, else Triton on CUDA,
-else the reference) and are ``torch.library`` custom ops with a fake implementation and autograd.
-``bidirectional_gla`` (ViG) has no Triton kernel yet: it is a chunked PyTorch scan beside its recurrent
-reference.
+The attention ops with a Triton kernel (linear, neighborhood, window and sparse-linear attention, and ViG's
+bidirectional GLA) take ``backend="auto" | "triton" | "torch"`` (``auto``: the env var ``LINZOO_KERNEL_BACKEND``,
+else Triton on CUDA, else the reference) and are ``torch.library`` custom ops with a fake implementation and
+autograd. ``bidirectional_gla``'s ``"torch"`` backend is a chunked PyTorch scan beside its recurrent reference.
 ``sparse_linear_attention`` (SLA) returns the block-sparse softmax branch and the linear branch; the sparse branch
 is a fused block-sparse FlashAttention (Triton forward and backward), the linear branch over all keys the fused
 linear-attention op (over the non-selected blocks: PyTorch matmuls); ``sla_block_map`` is its block selection and
