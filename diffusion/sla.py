@@ -5,6 +5,8 @@ holding the layer's ``proj_l``) and an SLA processor (:mod:`linzoo.diffusion.att
 
 - Wan 2.1 / 2.2 (``WanTransformer3DModel``): every ``attn1`` (cross-attention stays dense);
 - FLUX (``FluxTransformer2DModel``): every ``FluxAttention`` (joint text + image sequence);
+- SD3 / SD3.5 (``SD3Transformer2DModel``): every attention run by ``JointAttnProcessor2_0`` (joint image + text
+  sequence; SD3.5's image-only second attention);
 - models built on diffusers' ``Attention``: every self-attention ``attn1`` (SD UNets, PixArt, DiT, ...).
 
 SLA is a fine-tuning method: ``proj_l`` starts at zero, so a freshly linearised model computes block-sparse
@@ -43,16 +45,19 @@ _TURBO_MARK = ".attn_op.local_attn.proj_l."
 
 def _sla_layers(model: nn.Module) -> list[tuple[str, nn.Module, Any]]:
     """``(name, module, processor)`` for every self-attention layer SLA replaces in ``model``."""
-    from diffusers.models.attention_processor import Attention
+    from diffusers.models.attention_processor import Attention, JointAttnProcessor2_0
     from diffusers.models.transformers.transformer_flux import FluxAttention
     from diffusers.models.transformers.transformer_wan import WanAttention
 
-    from .attention.sla import SLAAttnProcessor, SLAFluxAttnProcessor, SLAWanAttnProcessor
+    from .attention.sla import SLAAttnProcessor, SLAFluxAttnProcessor, SLAJointAttnProcessor, SLAWanAttnProcessor
 
     layers = []
     for name, module in model.named_modules():
         leaf = name.rsplit(".", 1)[-1]
-        if isinstance(module, FluxAttention):
+        original = getattr(module, _ORIGINAL_ATTR, getattr(module, "processor", None))  # before any SLA
+        if isinstance(module, Attention) and isinstance(original, JointAttnProcessor2_0):
+            layers.append((name, module, SLAJointAttnProcessor()))
+        elif isinstance(module, FluxAttention):
             layers.append((name, module, SLAFluxAttnProcessor()))
         elif isinstance(module, WanAttention) and leaf == "attn1" and not module.is_cross_attention:
             layers.append((name, module, SLAWanAttnProcessor()))
@@ -61,7 +66,7 @@ def _sla_layers(model: nn.Module) -> list[tuple[str, nn.Module, Any]]:
     if not layers:
         raise ValueError(
             f"{type(model).__name__} has no self-attention layer SLA applies to (Wan `attn1` WanAttention, "
-            "FluxAttention, or diffusers `Attention` named `attn1`)"
+            "FluxAttention, SD3 joint attention, or diffusers `Attention` named `attn1`)"
         )
     return layers
 

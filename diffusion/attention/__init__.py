@@ -11,7 +11,7 @@ from .linfusion import (
     has_linfusion_projections,
     remove_linfusion_projections,
 )
-from .sla import SLAAttnProcessor, SLAFluxAttnProcessor, SLAWanAttnProcessor, sla_module
+from .sla import SLAAttnProcessor, SLAFluxAttnProcessor, SLAJointAttnProcessor, SLAWanAttnProcessor, sla_module
 
 __all__ = [
     "ClearAttnProcessor",
@@ -22,6 +22,7 @@ __all__ = [
     "LinzooAttnProcessor",
     "SLAAttnProcessor",
     "SLAFluxAttnProcessor",
+    "SLAJointAttnProcessor",
     "SLAWanAttnProcessor",
     "add_linfusion_projections",
     "clear_attention",

@@ -15,7 +15,9 @@ diffusers processor; only the attention between them changes):
 - :class:`SLAFluxAttnProcessor`: ``FluxAttention`` (FLUX double- and single-stream blocks; the joint
   ``[text | image]`` sequence is one SLA problem);
 - :class:`SLAWanAttnProcessor`: the self-attention (``attn1``) ``WanAttention`` of Wan 2.1 / 2.2, the paper's
-  target model.
+  target model;
+- :class:`SLAJointAttnProcessor`: diffusers' ``Attention`` run by ``JointAttnProcessor2_0`` (SD3 / SD3.5: the
+  joint ``[image | text]`` sequence, and SD3.5's image-only second attention).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from linzoo.kernels import SparseLinearAttention
 from .base import LinzooAttnProcessor
 from .flux import flux_attention_output, flux_qkv
 
-__all__ = ["SLAAttnProcessor", "SLAFluxAttnProcessor", "SLAWanAttnProcessor", "sla_module"]
+__all__ = ["SLAAttnProcessor", "SLAFluxAttnProcessor", "SLAJointAttnProcessor", "SLAWanAttnProcessor", "sla_module"]
 
 
 def sla_module(attn: nn.Module) -> SparseLinearAttention:
@@ -121,3 +123,50 @@ class SLAWanAttnProcessor:
         out = sla_module(attn)(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
         out = out.transpose(1, 2).flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
+
+
+class SLAJointAttnProcessor:
+    """Sparse-linear attention for SD3-style joint attention (diffusers' ``JointAttnProcessor2_0`` layout).
+
+    Image tokens come first, then the text tokens of ``encoder_hidden_states`` (their own projections and
+    norms); with ``encoder_hidden_states=None`` (SD3.5's second attention) only the image tokens attend.
+    """
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *args,
+        **kwargs,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        _no_mask(attention_mask, self)
+
+        def heads(x: torch.Tensor) -> torch.Tensor:  # (B, N, heads * D) -> (B, heads, N, D)
+            return x.unflatten(-1, (attn.heads, -1)).transpose(1, 2)
+
+        query, key = heads(attn.to_q(hidden_states)), heads(attn.to_k(hidden_states))
+        value = heads(attn.to_v(hidden_states))
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        image_length = hidden_states.shape[1]
+        if encoder_hidden_states is not None:
+            text_q = heads(attn.add_q_proj(encoder_hidden_states))
+            text_k = heads(attn.add_k_proj(encoder_hidden_states))
+            text_v = heads(attn.add_v_proj(encoder_hidden_states))
+            if attn.norm_added_q is not None:
+                text_q = attn.norm_added_q(text_q)
+            if attn.norm_added_k is not None:
+                text_k = attn.norm_added_k(text_k)
+            query, key = torch.cat((query, text_q), 2), torch.cat((key, text_k), 2)
+            value = torch.cat((value, text_v), 2)
+        out = sla_module(attn)(query, key, value)
+        out = out.transpose(1, 2).flatten(2, 3).to(query.dtype)  # (B, N + T, heads * D)
+        image_out = attn.to_out[1](attn.to_out[0](out[:, :image_length]))
+        if encoder_hidden_states is None:
+            return image_out
+        text_out = out[:, image_length:]
+        return image_out, text_out if attn.context_pre_only else attn.to_add_out(text_out)

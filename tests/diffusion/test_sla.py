@@ -12,11 +12,17 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import PixArtTransformer2DModel, WanTransformer3DModel
+from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel, WanTransformer3DModel
+from diffusers.models import attention_processor
 from diffusers.models.transformers import transformer_flux, transformer_wan
 
 from linzoo.diffusion import linearize, list_linearizations, unlinearize
-from linzoo.diffusion.attention.sla import SLAAttnProcessor, SLAFluxAttnProcessor, SLAWanAttnProcessor
+from linzoo.diffusion.attention.sla import (
+    SLAAttnProcessor,
+    SLAFluxAttnProcessor,
+    SLAJointAttnProcessor,
+    SLAWanAttnProcessor,
+)
 from linzoo.diffusion.sla import SLA_WEIGHTS_FILE, save_sla, sla_state_dict
 from linzoo.kernels import SparseLinearAttention
 from linzoo.weights import StateDictMismatchError
@@ -81,7 +87,38 @@ def pixart_inputs(seed: int = 1) -> dict:
     }
 
 
+def tiny_sd3() -> SD3Transformer2DModel:
+    torch.manual_seed(0)
+    model = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=24,
+        caption_projection_dim=32,
+        pooled_projection_dim=16,
+        out_channels=4,
+        qk_norm="rms_norm",
+        dual_attention_layers=(0,),  # SD3.5's image-only second attention in block 0
+    )
+    return model.eval()
+
+
+def sd3_inputs(seed: int = 1) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return {  # 16 x 16 latents, patch 2 -> 64 image tokens, then 9 text tokens
+        "hidden_states": torch.randn(2, 4, 16, 16, generator=gen),
+        "encoder_hidden_states": torch.randn(2, 9, 24, generator=gen),
+        "pooled_projections": torch.randn(2, 16, generator=gen),
+        "timestep": torch.tensor([10, 500]),
+        "return_dict": False,
+    }
+
+
 MODELS = {
+    "sd3": (tiny_sd3, sd3_inputs, SLAJointAttnProcessor, 3),
     "wan": (tiny_wan, wan_inputs, SLAWanAttnProcessor, 2),
     "flux": (tiny_flux, flux_inputs, SLAFluxAttnProcessor, 4),
     "pixart": (tiny_pixart, pixart_inputs, SLAAttnProcessor, 2),
@@ -132,25 +169,40 @@ def _sla_dispatch(sla: SparseLinearAttention, dense_fn):
     return dispatch
 
 
-@pytest.mark.parametrize("family", ["wan", "flux"])
+class _FunctionalWithSLA:
+    """``torch.nn.functional`` whose ``scaled_dot_product_attention`` ((B, heads, L, D) layout) computes ``sla``."""
+
+    def __init__(self, sla: SparseLinearAttention) -> None:
+        self.sla = sla
+
+    def __getattr__(self, name: str):
+        return getattr(F, name)
+
+    def scaled_dot_product_attention(self, query, key, value, **kwargs):
+        return self.sla(query, key, value)
+
+
+@pytest.mark.parametrize("family", ["wan", "flux", "sd3"])
 def test_processor_matches_official_processor_with_sla_attention(family: str, monkeypatch) -> None:
     """Our processor == the model's diffusers processor whose attention call computes the same SLA op."""
     build, inputs, _, _ = MODELS[family]
     model = build()
-    module = transformer_wan if family == "wan" else transformer_flux
     sla = SparseLinearAttention(model.config.attention_head_dim, 0.5, block_q=BLOCK, block_k=BLOCK)
     with torch.no_grad():
         sla.proj_l.weight.normal_(0, 0.5)
         sla.proj_l.bias.normal_(0, 0.5)
-    dense_fn = module.dispatch_attention_fn
 
     def bshd_dense(query, key, value, **kwargs):
         out = F.scaled_dot_product_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
         return out.transpose(1, 2)
 
-    monkeypatch.setattr(module, "dispatch_attention_fn", _sla_dispatch(sla, bshd_dense))
-    expected = run(model, inputs())
-    monkeypatch.setattr(module, "dispatch_attention_fn", dense_fn)
+    with monkeypatch.context() as patch:
+        if family == "sd3":  # JointAttnProcessor2_0 calls F.scaled_dot_product_attention of its module
+            patch.setattr(attention_processor, "F", _FunctionalWithSLA(sla))
+        else:
+            module = transformer_wan if family == "wan" else transformer_flux
+            patch.setattr(module, "dispatch_attention_fn", _sla_dispatch(sla, bshd_dense))
+        expected = run(model, inputs())
 
     linearize(model, method="sla", topk=0.5, block_q=BLOCK, block_k=BLOCK)
     state = {f"{n}.sla.{k}": v for n in sla_layer_names(model) for k, v in sla.state_dict().items()}
