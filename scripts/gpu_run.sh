@@ -9,8 +9,9 @@
 #   scripts/fetch_sla_peer.sh                # optional: the official SLA kernels (peers of the sla step) into .peers/sla/
 #   run(command="bash scripts/gpu_run.sh [--quick] [STEP...]", carry=[".whl", ".official", ".peers"], timeout_s=600)
 # Then unpack: tar -xzf <files_at>/results.tgz -C docs/benchmarks/
-# STEPs (default: all): tests kernels (= la na dwconv) gla models profile lit linfusion; also host (host_overhead.py), la_old,
+# STEPs (default: all): tests kernels (= la na dwconv) gla sla models profile lit linfusion sla_wan; also host (host_overhead.py), la_old,
 # sla (benchmarks/sparse_linear_attention.py; SLA_BUDGET, SLA_ARGS e.g. --cases 0,2 --modes fwd),
+# sla_wan (benchmarks/sla_wan.py: Wan-1.3B forward, dense vs SLA; SLA_WAN_BUDGET, SLA_WAN_ARGS e.g. --topk 0.1),
 # sweep (models.py --sweep-only: the memory / throughput plots; SWEEP_BUDGET, SWEEP_ARGS e.g. --models ravlt_s --peers)
 # Budgets and options by environment: TESTS_BUDGET, TESTS_PATHS (e.g. tests/kernels), TESTS_ARGS (e.g. -n 6), LA_BUDGET, LA_ARGS,
 # NA_BUDGET, NA_ARGS (e.g. --budget 200), GLA_BUDGET, GLA_ARGS (e.g. --tune, --cases 0-3, --skip-peers compiled), DWCONV_BUDGET, DWCONV_ARGS (--variants), MODELS_BUDGET, MODELS_ARGS, PROFILE_BUDGET, PROFILE_MODELS, PROFILE_ARGS (--compile), HOST_BUDGET, LIT_BUDGET, LINFUSION_BUDGET.
@@ -26,7 +27,7 @@ for arg in "$@"; do
     *) STEPS+=("$arg") ;;
   esac
 done
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests kernels gla models profile lit linfusion)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests kernels gla sla models profile lit linfusion sla_wan)
 export PYTHONUNBUFFERED=1
 PY="${PYTHON:-python3}"
 
@@ -95,6 +96,8 @@ for step in "${STEPS[@]}"; do
     profile) run_step profile "${PROFILE_BUDGET:-60}" "$PY" benchmarks/profile_model.py ${PROFILE_MODELS:-ravlt_s van_b2} --out results ${PROFILE_ARGS:-} ;;
     lit) run_step bench_lit "${LIT_BUDGET:-100}" "$PY" benchmarks/lit.py --out results $QUICK ;;
     linfusion) run_step bench_linfusion "${LINFUSION_BUDGET:-160}" "$PY" benchmarks/linfusion.py --out results $QUICK ;;
+    sla_wan) run_step bench_sla_wan "${SLA_WAN_BUDGET:-150}" "$PY" benchmarks/sla_wan.py --out results \
+      --time-budget $(( ${SLA_WAN_BUDGET:-150} - 30 )) ${SLA_WAN_ARGS:-} ;;
     *) echo "unknown step $step" ;;
   esac
 done
