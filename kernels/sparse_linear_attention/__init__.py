@@ -146,6 +146,11 @@ def _eager_call(q: torch.Tensor) -> bool:
     return not (torch.compiler.is_compiling() or isinstance(q, torch._subclasses.FakeTensor))
 
 
+def _capturing() -> bool:
+    """True while the current CUDA stream is being captured into a CUDA graph (where a host sync is an error)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def _is_block_size(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 16 and x & (x - 1) == 0
 
@@ -192,7 +197,8 @@ def _check_inputs(q, k, v, topk, block_q, block_k, feature_map, linear_keys, eps
                              f"got {tuple(lut.shape)}")  # fmt: skip
         if lut.device != q.device:
             raise ValueError(f"lut must be on {q.device}, got {lut.device}")
-        if _eager_call(q) and lut.numel():  # one host sync; a bad index would read out of bounds in the kernel
+        # one host sync (skipped under torch.compile and CUDA-graph capture); a bad index would read out of bounds
+        if _eager_call(q) and lut.numel() and not _capturing():
             srt = lut.sort(-1).values
             if srt[..., 0].min() < 0 or srt[..., -1].max() >= n_kb or (srt[..., 1:] == srt[..., :-1]).any():
                 raise ValueError(f"lut entries must be distinct key-block indices in [0, {n_kb}) per row")

@@ -63,12 +63,12 @@ def launch_config(kind: str, block_q: int, block_k: int, bd: int, bdv: int, fp32
 def _sla_fwd_kernel(
     Q, K, V, Out, LSE, LUT,
     s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, s_ob, s_oh, s_on,
-    n_heads, LQ, LK, n_qb, n_sel, qk_scale,
+    n_heads, n_mt, LQ, LK, n_qb, n_sel, qk_scale,
     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, TM: tl.constexpr, TN: tl.constexpr,
     D: tl.constexpr, DV: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_m = tl.program_id(0) % n_mt  # one grid axis (up to 2^31 - 1 programs: axis 1 allows only 65535)
+    bh = tl.program_id(0) // n_mt
     b = (bh // n_heads).to(tl.int64)
     h = (bh % n_heads).to(tl.int64)
     m0 = pid_m * TM
@@ -112,12 +112,12 @@ def _sla_fwd_kernel(
 def _sla_bwd_dq_kernel(
     Q, K, V, Out, DO, DQ, LSE, DELTA, LUT,
     s_qb, s_qh, s_qn, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, s_ob, s_oh, s_on, s_gb, s_gh, s_gn,
-    s_dqb, s_dqh, s_dqn, n_heads, LQ, LK, n_qb, n_sel, qk_scale, scale,
+    s_dqb, s_dqh, s_dqn, n_heads, n_mt, LQ, LK, n_qb, n_sel, qk_scale, scale,
     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, TM: tl.constexpr, TN: tl.constexpr,
     D: tl.constexpr, DV: tl.constexpr, BD: tl.constexpr, BDV: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_m = tl.program_id(0) % n_mt  # one grid axis (up to 2^31 - 1 programs: axis 1 allows only 65535)
+    bh = tl.program_id(0) // n_mt
     b = (bh // n_heads).to(tl.int64)
     h = (bh % n_heads).to(tl.int64)
     m0 = pid_m * TM
@@ -241,9 +241,10 @@ def forward(q, k, v, lut, block_q: int, block_k: int, scale: float) -> tuple[tor
     cfg = launch_config("fwd", block_q, block_k, dims["BD"], dims["BDV"], q.dtype == torch.float32)
     out = torch.empty((bsz, heads, lq, v.shape[-1]), device=q.device, dtype=q.dtype)
     lse = torch.empty((bsz, heads, lq), device=q.device, dtype=torch.float32)
-    launch(_sla_fwd_kernel, (cdiv(lq, cfg["TM"]), bsz * heads),
+    n_mt = cdiv(lq, cfg["TM"])
+    launch(_sla_fwd_kernel, (n_mt * bsz * heads,),
         q, k, v, out, lse, lut, *_strides(q), *_strides(k), *_strides(v), *_strides(out),
-        heads, lq, lk, lut.shape[2], lut.shape[3], scale * LOG2E,
+        heads, n_mt, lq, lk, lut.shape[2], lut.shape[3], scale * LOG2E,
         BLOCK_Q=block_q, BLOCK_K=block_k, **cfg, **dims,
     )  # fmt: skip
     return out, lse
@@ -283,10 +284,11 @@ def backward(grad_out, q, k, v, out, lse, lut, block_q: int, block_k: int, scale
     dv = torch.empty(v.shape, device=q.device, dtype=q.dtype)
     delta = torch.empty_like(lse)
     cfg = launch_config("dq", block_q, block_k, dims["BD"], dims["BDV"], fp32)
-    launch(_sla_bwd_dq_kernel, (cdiv(lq, cfg["TM"]), bsz * heads),
+    n_mt = cdiv(lq, cfg["TM"])
+    launch(_sla_bwd_dq_kernel, (n_mt * bsz * heads,),
         q, k, v, out, grad_out, dq, lse, delta, lut,
         *_strides(q), *_strides(k), *_strides(v), *_strides(out), *_strides(grad_out), *_strides(dq),
-        heads, lq, lk, n_qb, lut.shape[3], scale * LOG2E, scale,
+        heads, n_mt, lq, lk, n_qb, lut.shape[3], scale * LOG2E, scale,
         BLOCK_Q=block_q, BLOCK_K=block_k, **cfg, **dims,
     )  # fmt: skip
     qidx, qcnt = transpose_lut(lut, n_kb)

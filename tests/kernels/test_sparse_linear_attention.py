@@ -190,6 +190,22 @@ def test_triton_strided_inputs_and_given_lut():
         assert _rel(a, b) < 1e-5
 
 
+@pytest.mark.skipif(_triton_sla is None, reason="needs Triton")
+def test_launch_grids_fit_cuda_limits(monkeypatch):
+    """Every launch keeps grid axes 1 and 2 within CUDA's 65535 (axis 0: 2^31 - 1), also for B·H > 65535 heads
+    (e.g. many windows or a large batch at a few heads): the kernels are not run, only their grids recorded."""
+    grids = []
+    monkeypatch.setattr(_triton_sla, "launch", lambda kernel, grid, *args, **meta: grids.append(tuple(grid)))
+    heads = 65536 + 8  # B·H above the 65535 that grid axes 1 and 2 allow
+    q = torch.zeros(1, 1, 1, 16).expand(1, heads, 1, 16)  # strides (.., 0, 16, 1): no memory per head
+    lut = torch.zeros(1, heads, 1, 1, dtype=torch.int32)
+    out, lse = _triton_sla.forward(q, q, q, lut, 16, 16, 0.25)
+    _triton_sla.backward(out, q, q, q, out, lse, lut, 16, 16, 0.25)
+    assert len(grids) == 3
+    for grid in grids:
+        assert grid[0] < 2**31 and all(n <= 65535 for n in grid[1:]), grids
+
+
 @needs_kernels
 def test_custom_op_registration():
     """Schema, fake implementation and autograd registration of the sparse-branch op (torch.compile's view)."""
@@ -263,6 +279,20 @@ def test_bad_arguments_raise(kwargs, match):
     q, k, v = _inputs(1, 2, 20, 20, 8, 8, device="cpu")
     with pytest.raises(ValueError, match=match):
         sparse_linear_attention(q, k, v, backend="torch", **{"block_q": 16, "block_k": 16, **kwargs})
+
+
+def test_lut_value_check_skipped_during_cuda_graph_capture(monkeypatch):
+    """The eager check of a given LUT's values reads them on the host: under CUDA-graph capture that copy is an
+    error, so the check is skipped there (as under torch.compile); outside capture a bad LUT still raises."""
+    q, k, v = _inputs(1, 2, 20, 20, 8, 8, device="cpu")
+    lut = torch.zeros(1, 2, 2, 2, dtype=torch.int32)  # repeated key block: rejected by the eager check
+    kw = dict(topk=0.5, block_q=16, block_k=16, lut=lut, backend="torch")
+    with pytest.raises(ValueError, match="distinct"):
+        sparse_linear_attention(q, k, v, **kw)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: pytest.fail("host read of a tensor during capture"))
+    sparse_linear_attention(q, k, v, **kw)
 
 
 def test_bad_shapes_raise():
