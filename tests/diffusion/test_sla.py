@@ -390,3 +390,13 @@ def test_turbodiffusion_checkpoint_loads_into_diffusers_wan(tmp_path) -> None:
     del checkpoint["blocks.1.ffn.2.bias"]
     with pytest.raises(StateDictMismatchError, match="missing"):
         load_turbodiffusion_wan(tiny_wan(), checkpoint)
+
+
+@pytest.mark.slow
+def test_sla_models_compile_without_graph_breaks() -> None:
+    """``torch.compile(fullgraph=True)`` traces a linearised Wan (the SLA op is a custom op, the processor plain)."""
+    model = tiny_wan()
+    linearize(model, method="sla", topk=0.5, block_q=BLOCK, block_k=BLOCK)
+    expected = run(model, wan_inputs())
+    compiled = torch.compile(model, fullgraph=True)
+    torch.testing.assert_close(run(compiled, wan_inputs()), expected, rtol=1e-4, atol=1e-5)
