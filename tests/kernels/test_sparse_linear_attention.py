@@ -384,3 +384,81 @@ def test_gpu_inductor_compile_and_auto_backend():
     want = _outputs_and_grads(lambda *a: sparse_linear_attention(*a, **kw), q, k, v)
     for a, b in zip(got, want):
         assert _rel(a, b) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "b,h,lq,lk,d,dv,bq,bk,dtype",
+    [
+        (2, 3, 1000, 777, 256, 256, 64, 64, torch.bfloat16),  # batch > 1, d 256 (TM 64 / TN 32, dkdv TM 16)
+        (2, 3, 1000, 777, 256, 200, 64, 64, torch.float32),  # fp32 at d 256: the IEEE dots spill (codegen)
+        (2, 2, 700, 900, 96, 160, 128, 128, torch.float16),  # padded head dims, D != Dv, 128 / 128 blocks
+    ],
+)
+def test_gpu_batched_wide_heads(b, h, lq, lk, d, dv, bq, bk, dtype):
+    """Compiled kernels at B > 1 and the head dims / dtypes the other GPU tests leave out (d > 128, fp32 d 256)."""
+    q, k, v = _inputs(b, h, lq, lk, d, dv, dtype=dtype, device="cuda")
+    lut, _ = sla_block_map(q, k, topk=0.3, block_q=bq, block_k=bk)
+    kw = dict(topk=0.3, block_q=bq, block_k=bk, lut=lut, linear_keys="complement")
+    got = _outputs_and_grads(lambda *a: sparse_linear_attention(*a, backend="triton", **kw), q, k, v)
+    want = _outputs_and_grads(
+        lambda *a: sparse_linear_attention(*(t.float() for t in a), backend="torch", **kw), q, k, v
+    )
+    tol = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}[dtype]
+    for name, a, w in zip(("o_s", "o_l", "dq", "dk", "dv"), got, want):
+        assert torch.isfinite(a).all(), name
+        assert _rel(a, w) < tol, (name, _rel(a, w))
+
+
+@pytest.mark.gpu
+def test_gpu_more_heads_than_grid_axis_1_allows():
+    """B·H = 65540 (grid axis 1 allows 65535): every kernel launches on a 1-D grid and matches the reference."""
+    q, k, v = _inputs(2, 32770, 20, 20, 16, 16, device="cuda")
+    kw = dict(topk=0.5, block_q=16, block_k=16)
+    got = _outputs_and_grads(lambda *a: sparse_linear_attention(*a, backend="triton", **kw), q, k, v)
+    want = _outputs_and_grads(lambda *a: sparse_linear_attention(*a, backend="torch", **kw), q, k, v)
+    for a, w in zip(got, want):
+        assert _rel(a, w) < 1e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("given_lut", [False, True])
+def test_gpu_cuda_graph_capture(given_lut):
+    """Forward and backward (block map, transposed LUT, launch order, the three kernels) capture into a CUDA graph:
+    no host sync on the path (a given LUT's eager value check is skipped while capturing); replay matches eager."""
+    q, k, v = _inputs(2, 2, 500, 500, 64, 64, dtype=torch.bfloat16, device="cuda", grad=True)
+    lut = sla_block_map(q, k, topk=0.3, block_q=64, block_k=64)[0] if given_lut else None
+    grad = torch.randn(q.shape, device="cuda", dtype=q.dtype)
+
+    def step():
+        q.grad = k.grad = v.grad = None
+        o_s, o_l = sparse_linear_attention(q, k, v, topk=0.3, lut=lut, linear_keys="complement", backend="triton")
+        (o_s.float() * grad + o_l.float() * grad).sum().backward()
+        return o_s, q.grad, k.grad, v.grad
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up (compiles the kernels) outside the capture
+        want = [t.clone() for t in step()]
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        got = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    for a, w in zip(got, want):
+        assert _rel(a, w) < 1e-3  # the same kernels (cuBLAS may pick other algorithms inside the capture)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_gpu_inputs_on_a_device_other_than_the_current_one():
+    """Tensors on cuda:1 while cuda:0 is current: the kernels must run on the tensors' device (launch() takes the
+    current device and its stream)."""
+    q, k, v = _inputs(1, 2, 300, 300, 64, 64, device="cuda:1")
+    kw = dict(topk=0.3, block_q=64, block_k=64)
+    with torch.cuda.device(0):
+        got = _outputs_and_grads(lambda *a: sparse_linear_attention(*a, backend="triton", **kw), q, k, v)
+    want = _outputs_and_grads(lambda *a: sparse_linear_attention(*a, backend="torch", **kw), q, k, v)
+    for a, w in zip(got, want):
+        assert a.device == w.device and _rel(a, w) < 1e-4
