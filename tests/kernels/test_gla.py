@@ -479,3 +479,65 @@ def test_gpu_compiled_without_graph_breaks():
     want = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="triton") * 2, tensors)
     for name, a, w in zip(NAMES, got, want):
         assert _rel(a, w) < 1e-6, name
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [
+        ((1, 2, 2000, 32, 80), torch.float32),  # segments + several dv tiles, fp32 output as its own scratch
+        ((1, 1, 700, 256, 64), torch.bfloat16),  # dk 256 (MAX_HEAD_DIM_K), segmented backward (spills 448 B)
+        ((2, 2, 300, 128, 256), torch.float16),  # dv 256: 8 forward / 4 backward tiles, no segments
+    ],
+)
+def test_gpu_segments_tiles_and_wide_heads(shape, dtype):
+    """Compiled kernels where the ViG shapes do not reach: fp32 with segments and dv tiles, dk 256, dv 256."""
+    b, h, length, dk, dv = shape
+    tensors = [t.cuda().to(dtype) for t in _inputs(b, h, length, dk, dv, gate_scale=3.0, seed=5)]
+    got = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="triton"), tensors)
+    want = _outputs_and_grads(lambda *a: bidirectional_gla(*(t.float() for t in a), backend="torch").to(dtype), tensors)
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    for name, a, w in zip(NAMES, got, want):
+        assert torch.isfinite(a).all(), name
+        assert _rel(a, w) < tol, (name, _rel(a, w))
+
+
+@pytest.mark.gpu
+def test_gpu_cuda_graph_capture():
+    """Forward and backward with the sequence split into segments (5 + 3 launches, host-side sums) capture into a
+    CUDA graph (no host sync) and replay to the eager result."""
+    leaves = [t.cuda().requires_grad_() for t in _inputs(1, 2, 1500, 32, 64, seed=6)]
+    grad = torch.randn(1, 2, 1500, 64, device="cuda")
+
+    def step():
+        for t in leaves:
+            t.grad = None
+        out = bidirectional_gla(*leaves, backend="triton")
+        (out * grad).sum().backward()
+        return (out, *(t.grad for t in leaves))
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up (compiles the kernels) outside the capture
+        want = [t.clone() for t in step()]
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        got = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    for name, a, w in zip(NAMES, got, want):
+        assert _rel(a, w) < 1e-6, name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_gpu_inputs_on_a_device_other_than_the_current_one():
+    """Tensors on cuda:1 while cuda:0 is current: the kernels must run on the tensors' device (launch() takes the
+    current device and its stream)."""
+    tensors = [t.to("cuda:1") for t in _inputs(2, 3, 500, 32, 64, seed=8)]
+    with torch.cuda.device(0):
+        got = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="triton"), tensors)
+    want = _outputs_and_grads(lambda *a: bidirectional_gla(*a, backend="torch"), tensors)
+    for name, a, w in zip(NAMES, got, want):
+        assert a.device == w.device and _rel(a, w) < 1e-4, name
