@@ -40,14 +40,17 @@ CONFIG_OVERRIDE: dict = {}
 def launch_config(kind: str, block_q: int, block_k: int, bd: int, bdv: int, fp32: bool) -> dict:
     """Tile sizes (TM query rows, TN key rows; each ≤ and dividing its block size) and launch options."""
     wide = max(bd, bdv)
+    # fp32 heads over 128: IEEE (FMA) dot products hold whole operand rows per thread; 64-row tiles spilled
+    # 6.9 KB (forward) and 10.6 KB (dQ) per thread on sm_90, these tiles none (tests/kernels/kernel_codegen.py)
+    fp32_wide = fp32 and wide > 128
     if kind == "fwd":
-        tm = 64 if (fp32 or wide > 128) else 128
-        tn = 32 if (fp32 or wide > 128) else 64
+        tm = 32 if fp32_wide else 64 if (fp32 or wide > 128) else 128
+        tn = 16 if fp32_wide else 32 if (fp32 or wide > 128) else 64
         cfg = dict(TM=min(block_q, tm), TN=min(block_k, tn), num_stages=2 if wide > 128 else 3)
         cfg["num_warps"] = 8 if cfg["TM"] * wide >= 128 * 128 else 4
     elif kind == "dq":
         tn = 32 if (fp32 or wide > 64) else 64
-        cfg = dict(TM=min(block_q, 64), TN=min(block_k, tn), num_stages=2)
+        cfg = dict(TM=min(block_q, 32 if fp32_wide else 64), TN=min(block_k, tn), num_stages=2)
         cfg["num_warps"] = 8 if wide >= 128 else 4
     else:  # dkdv: TN key rows own fp32 dK and dV accumulators, TM query rows are streamed
         tm = 16 if wide > 128 else 32 if (fp32 or wide > 64) else 64  # d 256 with 32 rows spilled 8-32 B

@@ -180,7 +180,8 @@ def depthwise_variants():
 
 def sla_variants():
     """(name, kernel, constexprs, argument types, num_warps, num_stages) as triton_sla launches them: the official
-    block shapes (64/64, 128/64) at d 64 and 128 in bf16, a non-power-of-two d 80, d 256, and fp32 at d 64."""
+    block shapes (64/64, 128/64) at d 64 and 128 in bf16, a non-power-of-two d 80, d 256, and fp32 at d 64 and 256
+    (its IEEE dot products hold whole operand rows in registers: the widest head spilled 6-10 KB per thread)."""
     kernels = {"fwd": ts._sla_fwd_kernel, "dq": ts._sla_bwd_dq_kernel, "dkdv": ts._sla_bwd_dkdv_kernel}
     for dim, dtype, blocks in (
         (64, "bf16", ((64, 64), (128, 64))),
@@ -188,6 +189,7 @@ def sla_variants():
         (80, "bf16", ((128, 64),)),
         (256, "bf16", ((128, 64),)),
         (64, "fp32", ((128, 64),)),
+        (256, "fp32", ((64, 64),)),
     ):
         bd = max(16, triton.next_power_of_2(dim))
         types = {p: f"*{dtype}" for p in ("Q", "K", "V", "Out", "DO", "DQ", "DK_", "DV_")}

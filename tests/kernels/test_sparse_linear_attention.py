@@ -165,6 +165,21 @@ def test_triton_tiles_smaller_than_blocks(monkeypatch, lq, lk):
 
 
 @needs_kernels
+def test_triton_fp32_heads_over_128():
+    """fp32 with D, Dv in (128, 256] (padded to 256) takes smaller tiles (forward 32 x 16, dQ 32 x 32: the IEEE dot
+    products of 64-row tiles spilled on sm_90), here inside 64 / 32 blocks with ragged ends."""
+    cfg = _triton_sla.launch_config
+    assert (cfg("fwd", 64, 32, 256, 256, True)["TM"], cfg("fwd", 64, 32, 256, 256, True)["TN"]) == (32, 16)
+    assert (cfg("dq", 64, 32, 256, 256, True)["TM"], cfg("dq", 64, 32, 256, 256, True)["TN"]) == (32, 32)
+    q, k, v = _inputs(1, 1, 70, 45, 136, 130)
+    kw = dict(topk=0.5, block_q=64, block_k=32, lut=sla_block_map(q, k, topk=0.5, block_q=64, block_k=32)[0])
+    got = _outputs_and_grads(lambda *a: sparse_linear_attention(*a, backend="triton", **kw), q, k, v)
+    want = _outputs_and_grads(lambda *a: sparse_linear_attention(*a, backend="torch", **kw), q, k, v)
+    for a, b in zip(got, want):
+        assert _rel(a, b) < 1e-5
+
+
+@needs_kernels
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 def test_all_blocks_is_full_attention_and_empty_complement(backend):
     q, k, v = _inputs(1, 2, 40, 70, 16, 24)
