@@ -427,9 +427,10 @@ def test_gpu_batched_wide_heads(b, h, lq, lk, d, dv, bq, bk, dtype):
 
 @pytest.mark.gpu
 def test_gpu_more_heads_than_grid_axis_1_allows():
-    """B·H = 65540 (grid axis 1 allows 65535): every kernel launches on a 1-D grid and matches the reference."""
+    """B·H = 65540 (grid axis 1 allows 65535): every kernel launches on a 1-D grid and matches the reference.
+    ("complement": the linear branch in torch; linear_attention's kernels put B·H on grid axis 1 too.)"""
     q, k, v = _inputs(2, 32770, 20, 20, 16, 16, device="cuda")
-    kw = dict(topk=0.5, block_q=16, block_k=16)
+    kw = dict(topk=0.5, block_q=16, block_k=16, linear_keys="complement")
     got = _outputs_and_grads(lambda *a: sparse_linear_attention(*a, backend="triton", **kw), q, k, v)
     want = _outputs_and_grads(lambda *a: sparse_linear_attention(*a, backend="torch", **kw), q, k, v)
     for a, w in zip(got, want):
