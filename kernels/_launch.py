@@ -111,10 +111,21 @@ def launch(fn: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
     ``args`` are the kernel's leading runtime parameters, positionally; ``meta`` the rest by name (constexprs)
     plus launch options (``num_warps``, ``num_stages``). ``grid`` is a tuple of 1–3 ints.
     """
-    if not _ENABLED or _interpret():
+    if _interpret():
         fn[grid](*args, **meta)
         return
     device = torch.cuda.current_device()
+    first = args[0] if args and isinstance(args[0], torch.Tensor) else None  # every kernel's first argument
+    if first is None:
+        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+    if first is not None and first.is_cuda and first.device.index != device:
+        # Triton launches on the current device and stream: run on the tensors' own GPU (and its stream)
+        with torch.cuda.device(first.device):
+            launch(fn, grid, *args, **meta)
+        return
+    if not _ENABLED:
+        fn[grid](*args, **meta)
+        return
     key = (device, *[a if type(a) is int else _arg_key(a) for a in args], *meta.items())
     cached = _CACHE.get(id(fn))
     if cached is None:

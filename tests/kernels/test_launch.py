@@ -190,3 +190,45 @@ def test_residency_from_registers_shared_memory_and_threads(monkeypatch, regs, s
     assert _launch.resident_per_sm(kernel, **meta) == expected
     assert _launch.resident_per_sm(kernel, BLOCK_N=64, num_warps=warps) is None
     _launch._RESIDENT.clear()
+
+
+class _OnSecondGPU(torch.Tensor):
+    """A CPU tensor that reports living on ``cuda:1`` (the launch path reads only its device)."""
+
+    @property
+    def is_cuda(self) -> bool:
+        return True
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda", 1)
+
+
+def test_tensors_on_another_gpu_launch_on_that_gpu(fast, monkeypatch):
+    """Triton launches on the current device and stream: inputs on cuda:1 while cuda:0 is current must switch."""
+    current = [0]
+    switched: list = []
+
+    class _Device:
+        def __init__(self, device) -> None:
+            self.index = torch.device(device).index
+
+        def __enter__(self) -> None:
+            switched.append(self.index)
+            current.append(self.index)
+
+        def __exit__(self, *exc) -> None:
+            current.pop()
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current[-1])
+    monkeypatch.setattr(torch.cuda, "device", _Device)
+    streams: list = []
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: streams.append(device) or 99)
+    kernel = _FakeKernel()
+    x = torch.zeros(8).as_subclass(_OnSecondGPU)
+    for _ in range(2):
+        _launch.launch(kernel, (1,), x, 100, 32, 0.5, BLOCK=16)
+    assert switched == [1, 1] and current == [0]
+    assert [entry[0] for entry in kernel.log] == ["jit", "fast"] and streams == [1]  # cuda:1's stream
+    _launch.launch(kernel, (1,), torch.zeros(8), 100, 32, 0.5, BLOCK=16)  # a current-device tensor: no switch
+    assert switched == [1, 1]
