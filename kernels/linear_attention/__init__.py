@@ -20,6 +20,7 @@ __all__ = ["FEATURE_MAPS", "NORMALIZERS", "linear_attention", "linear_attention_
 
 
 _MAX_TRITON_HEAD_DIM = 256
+_MAX_GRID_Y = 65535  # CUDA grid axis 1 (and 2) limit
 
 try:  # the fused kernels need Triton; without it only the reference backend exists
     from . import triton_fused as _triton_fused
@@ -209,8 +210,13 @@ def linear_attention(
         backend: ``"auto"``, ``"triton"`` or ``"torch"``; ``auto`` honours ``LINZOO_KERNEL_BACKEND``.
     """
     _check_inputs(q, k, v, feature_map, normalizer, rope, temperature)
-    # The fused kernels keep a (dk, <=128) state tile in registers: head dims up to 256 (padded to a power of 2).
-    fused_ok = _triton_fused is not None and max(q.shape[-1], v.shape[-1]) <= _MAX_TRITON_HEAD_DIM
+    # The fused kernels keep a (dk, <=128) state tile in registers: head dims up to 256 (padded to a power of 2);
+    # they put batch x heads on CUDA grid axis 1, which holds at most 65535 programs.
+    fused_ok = (
+        _triton_fused is not None
+        and max(q.shape[-1], v.shape[-1]) <= _MAX_TRITON_HEAD_DIM
+        and q.shape[0] * q.shape[1] <= _MAX_GRID_Y
+    )
     resolved = resolve_backend(backend, q.device, triton_supported=fused_ok)
     rope_cos, rope_sin = (rope[0], rope[1]) if rope is not None else (None, None)
     args = (

@@ -8,6 +8,7 @@ mode (another module got there first), the interpreter tests are skipped here an
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 import subprocess
@@ -473,3 +474,17 @@ def test_gpu_ravlt_torch_vs_triton(monkeypatch):
         with torch.no_grad():
             outs[backend] = model(x)
     torch.testing.assert_close(outs["triton"], outs["torch"], atol=2e-3, rtol=2e-3)
+
+
+def test_more_than_65535_batch_heads_fall_back_to_the_reference(monkeypatch):
+    """The fused kernels put B·heads on CUDA grid axis 1 (at most 65535): beyond it ``auto`` takes the reference
+    and an explicit ``triton`` raises instead of failing to launch."""
+    la = importlib.import_module("linzoo.kernels.linear_attention")  # the package (its function shadows it)
+
+    q, k, v = _inputs(65536, 1, 3, 4, 4, "relu")
+    calls = []
+    monkeypatch.setattr(la, "resolve_backend", lambda b, d, triton_supported: calls.append(triton_supported) or "torch")
+    linear_attention(q, k, v, feature_map="relu")
+    q, k, v = _inputs(65535, 1, 3, 4, 4, "relu")
+    linear_attention(q, k, v, feature_map="relu")
+    assert calls == [False, la._triton_fused is not None]
