@@ -262,7 +262,11 @@ def neighborhood_attention_2d(
     kernel = _pair(kernel_size, "kernel_size")
     dil = _pair(dilation, "dilation")
     _check_inputs(q, k, v, kernel, dil, rpb, extra_kv, window_shape)
-    supported = _triton_na is not None and max(q.shape[-1], v.shape[-1]) <= MAX_TRITON_HEAD_DIM
+    supported = (
+        _triton_na is not None
+        and max(q.shape[-1], v.shape[-1]) <= MAX_TRITON_HEAD_DIM
+        and q.shape[0] * q.shape[1] <= 65535  # the kernels put batch x heads on CUDA grid axis 1
+    )
     resolved = resolve_backend(backend, q.device, triton_supported=supported)
     k_extra, v_extra = (extra_kv[0], extra_kv[1]) if extra_kv is not None else (None, None)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
