@@ -7,6 +7,7 @@ holding the layer's ``proj_l``) and an SLA processor (:mod:`linzoo.diffusion.att
 - FLUX (``FluxTransformer2DModel``): every ``FluxAttention`` (joint text + image sequence);
 - SD3 / SD3.5 (``SD3Transformer2DModel``): every attention run by ``JointAttnProcessor2_0`` (joint image + text
   sequence; SD3.5's image-only second attention);
+- LTX-Video (``LTXVideoTransformer3DModel``): every ``attn1``;
 - models built on diffusers' ``Attention``: every self-attention ``attn1`` (SD UNets, PixArt, DiT, ...).
 
 SLA is a fine-tuning method: ``proj_l`` starts at zero, so a freshly linearised model computes block-sparse
@@ -47,9 +48,16 @@ def _sla_layers(model: nn.Module) -> list[tuple[str, nn.Module, Any]]:
     """``(name, module, processor)`` for every self-attention layer SLA replaces in ``model``."""
     from diffusers.models.attention_processor import Attention, JointAttnProcessor2_0
     from diffusers.models.transformers.transformer_flux import FluxAttention
+    from diffusers.models.transformers.transformer_ltx import LTXAttention
     from diffusers.models.transformers.transformer_wan import WanAttention
 
-    from .attention.sla import SLAAttnProcessor, SLAFluxAttnProcessor, SLAJointAttnProcessor, SLAWanAttnProcessor
+    from .attention.sla import (
+        SLAAttnProcessor,
+        SLAFluxAttnProcessor,
+        SLAJointAttnProcessor,
+        SLALTXAttnProcessor,
+        SLAWanAttnProcessor,
+    )
 
     layers = []
     for name, module in model.named_modules():
@@ -61,11 +69,13 @@ def _sla_layers(model: nn.Module) -> list[tuple[str, nn.Module, Any]]:
             layers.append((name, module, SLAFluxAttnProcessor()))
         elif isinstance(module, WanAttention) and leaf == "attn1" and not module.is_cross_attention:
             layers.append((name, module, SLAWanAttnProcessor()))
+        elif isinstance(module, LTXAttention) and leaf == "attn1":
+            layers.append((name, module, SLALTXAttnProcessor()))
         elif isinstance(module, Attention) and leaf == "attn1" and not module.is_cross_attention:
             layers.append((name, module, SLAAttnProcessor()))
     if not layers:
         raise ValueError(
-            f"{type(model).__name__} has no self-attention layer SLA applies to (Wan `attn1` WanAttention, "
+            f"{type(model).__name__} has no self-attention layer SLA applies to (Wan / LTX-Video `attn1`, "
             "FluxAttention, SD3 joint attention, or diffusers `Attention` named `attn1`)"
         )
     return layers

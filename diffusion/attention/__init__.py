@@ -11,7 +11,14 @@ from .linfusion import (
     has_linfusion_projections,
     remove_linfusion_projections,
 )
-from .sla import SLAAttnProcessor, SLAFluxAttnProcessor, SLAJointAttnProcessor, SLAWanAttnProcessor, sla_module
+from .sla import (
+    SLAAttnProcessor,
+    SLAFluxAttnProcessor,
+    SLAJointAttnProcessor,
+    SLALTXAttnProcessor,
+    SLAWanAttnProcessor,
+    sla_module,
+)
 
 __all__ = [
     "ClearAttnProcessor",
@@ -23,6 +30,7 @@ __all__ = [
     "SLAAttnProcessor",
     "SLAFluxAttnProcessor",
     "SLAJointAttnProcessor",
+    "SLALTXAttnProcessor",
     "SLAWanAttnProcessor",
     "add_linfusion_projections",
     "clear_attention",

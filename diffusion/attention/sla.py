@@ -17,7 +17,8 @@ diffusers processor; only the attention between them changes):
 - :class:`SLAWanAttnProcessor`: the self-attention (``attn1``) ``WanAttention`` of Wan 2.1 / 2.2, the paper's
   target model;
 - :class:`SLAJointAttnProcessor`: diffusers' ``Attention`` run by ``JointAttnProcessor2_0`` (SD3 / SD3.5: the
-  joint ``[image | text]`` sequence, and SD3.5's image-only second attention).
+  joint ``[image | text]`` sequence, and SD3.5's image-only second attention);
+- :class:`SLALTXAttnProcessor`: LTX-Video's self-attention (``attn1``, ``LTXAttention``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from linzoo.kernels import SparseLinearAttention
 from .base import LinzooAttnProcessor
 from .flux import flux_attention_output, flux_qkv
 
-__all__ = ["SLAAttnProcessor", "SLAFluxAttnProcessor", "SLAJointAttnProcessor", "SLAWanAttnProcessor", "sla_module"]
+__all__ = [
+    "SLAAttnProcessor",
+    "SLAFluxAttnProcessor",
+    "SLAJointAttnProcessor",
+    "SLALTXAttnProcessor",
+    "SLAWanAttnProcessor",
+    "sla_module",
+]
 
 
 def sla_module(attn: nn.Module) -> SparseLinearAttention:
@@ -94,6 +102,22 @@ def _wan_rotary(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tenso
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2).type_as(x)
 
 
+def _self_attention_output(
+    attn: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+) -> torch.Tensor:
+    """SLA on ``(B, L, heads, D)`` q/k/v, then the module's output projection: ``(B, L, C)`` tensor."""
+    out = sla_module(attn)(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+    out = out.transpose(1, 2).flatten(2, 3).type_as(query)
+    return attn.to_out[1](attn.to_out[0](out))
+
+
+def _self_attention_only(processor: object, encoder_hidden_states: torch.Tensor | None) -> None:
+    if encoder_hidden_states is not None:
+        raise ValueError(
+            f"{type(processor).__name__} is for self-attention (attn1): encoder_hidden_states must be None"
+        )
+
+
 class SLAWanAttnProcessor:
     """Sparse-linear self-attention for Wan's ``attn1`` (``WanAttention``); tokens in Wan's (frame, row, column)
     order, as the official SLA integration (TurboDiffusion) feeds them."""
@@ -107,10 +131,7 @@ class SLAWanAttnProcessor:
         rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         _no_mask(attention_mask, self)
-        if encoder_hidden_states is not None:
-            raise ValueError(
-                "SLAWanAttnProcessor is for Wan's self-attention (attn1): encoder_hidden_states must be None"
-            )
+        _self_attention_only(self, encoder_hidden_states)
         if getattr(attn, "fused_projections", False):
             query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
         else:
@@ -120,9 +141,31 @@ class SLAWanAttnProcessor:
         value = value.unflatten(2, (attn.heads, -1))
         if rotary_emb is not None:
             query, key = _wan_rotary(query, *rotary_emb), _wan_rotary(key, *rotary_emb)
-        out = sla_module(attn)(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
-        out = out.transpose(1, 2).flatten(2, 3).type_as(query)
-        return attn.to_out[1](attn.to_out[0](out))
+        return _self_attention_output(attn, query, key, value)
+
+
+class SLALTXAttnProcessor:
+    """Sparse-linear self-attention for LTX-Video's ``attn1`` (``LTXAttention``): RMSNorm over all heads, then
+    LTX's RoPE on the flat projections, as diffusers' ``LTXVideoAttnProcessor``."""
+
+    def __call__(
+        self,
+        attn: nn.Module,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        from diffusers.models.transformers.transformer_ltx import apply_rotary_emb
+
+        _no_mask(attention_mask, self)
+        _self_attention_only(self, encoder_hidden_states)
+        query = attn.norm_q(attn.to_q(hidden_states))
+        key = attn.norm_k(attn.to_k(hidden_states))
+        if image_rotary_emb is not None:
+            query, key = apply_rotary_emb(query, image_rotary_emb), apply_rotary_emb(key, image_rotary_emb)
+        query, key = query.unflatten(2, (attn.heads, -1)), key.unflatten(2, (attn.heads, -1))
+        return _self_attention_output(attn, query, key, attn.to_v(hidden_states).unflatten(2, (attn.heads, -1)))
 
 
 class SLAJointAttnProcessor:

@@ -12,15 +12,16 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import PixArtTransformer2DModel, SD3Transformer2DModel, WanTransformer3DModel
+from diffusers import LTXVideoTransformer3DModel, PixArtTransformer2DModel, SD3Transformer2DModel, WanTransformer3DModel
 from diffusers.models import attention_processor
-from diffusers.models.transformers import transformer_flux, transformer_wan
+from diffusers.models.transformers import transformer_flux, transformer_ltx, transformer_wan
 
 from linzoo.diffusion import linearize, list_linearizations, unlinearize
 from linzoo.diffusion.attention.sla import (
     SLAAttnProcessor,
     SLAFluxAttnProcessor,
     SLAJointAttnProcessor,
+    SLALTXAttnProcessor,
     SLAWanAttnProcessor,
 )
 from linzoo.diffusion.sla import SLA_WEIGHTS_FILE, save_sla, sla_state_dict
@@ -117,7 +118,39 @@ def sd3_inputs(seed: int = 1) -> dict:
     }
 
 
+def tiny_ltx() -> LTXVideoTransformer3DModel:
+    torch.manual_seed(0)
+    model = LTXVideoTransformer3DModel(
+        in_channels=4,
+        out_channels=4,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=24,
+        cross_attention_dim=48,
+        num_layers=2,
+        caption_channels=16,
+        qk_norm="rms_norm_across_heads",
+    )
+    return model.eval()
+
+
+def ltx_inputs(seed: int = 1) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return {  # 3 latent frames of 8 x 8 -> 192 tokens
+        "hidden_states": torch.randn(2, 3 * 8 * 8, 4, generator=gen),
+        "encoder_hidden_states": torch.randn(2, 7, 16, generator=gen),
+        "timestep": torch.tensor([10, 500]),
+        "encoder_attention_mask": torch.ones(2, 7),
+        "num_frames": 3,
+        "height": 8,
+        "width": 8,
+        "return_dict": False,
+    }
+
+
 MODELS = {
+    "ltx": (tiny_ltx, ltx_inputs, SLALTXAttnProcessor, 2),
     "sd3": (tiny_sd3, sd3_inputs, SLAJointAttnProcessor, 3),
     "wan": (tiny_wan, wan_inputs, SLAWanAttnProcessor, 2),
     "flux": (tiny_flux, flux_inputs, SLAFluxAttnProcessor, 4),
@@ -182,7 +215,7 @@ class _FunctionalWithSLA:
         return self.sla(query, key, value)
 
 
-@pytest.mark.parametrize("family", ["wan", "flux", "sd3"])
+@pytest.mark.parametrize("family", ["wan", "flux", "sd3", "ltx"])
 def test_processor_matches_official_processor_with_sla_attention(family: str, monkeypatch) -> None:
     """Our processor == the model's diffusers processor whose attention call computes the same SLA op."""
     build, inputs, _, _ = MODELS[family]
@@ -200,7 +233,7 @@ def test_processor_matches_official_processor_with_sla_attention(family: str, mo
         if family == "sd3":  # JointAttnProcessor2_0 calls F.scaled_dot_product_attention of its module
             patch.setattr(attention_processor, "F", _FunctionalWithSLA(sla))
         else:
-            module = transformer_wan if family == "wan" else transformer_flux
+            module = {"wan": transformer_wan, "flux": transformer_flux, "ltx": transformer_ltx}[family]
             patch.setattr(module, "dispatch_attention_fn", _sla_dispatch(sla, bshd_dense))
         expected = run(model, inputs())
 
