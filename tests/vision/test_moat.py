@@ -5,7 +5,7 @@ Golden data (``tests/fixtures/golden/``), written by ``scripts/moat_tf_golden.py
 
 - ``moat_tf_golden.npz``: logits (and some stride-16/32 stage outputs) of the official model for several variants,
   sizes and options. The weights are not stored: every TF variable is a seeded function of its name and shape
-  (:func:`golden_array`, the script's verbatim copy), so the test rebuilds them from the reference-key manifests;
+  (``golden_array`` of the script, imported here), so the test rebuilds them from the reference-key manifests;
 - ``moat_mini_tf/``: a real TF-written checkpoint of a shrunk MOAT (official builder with smaller widths, depths,
   head size and tables) with ``/ExponentialMovingAverage`` copies of three variables and a ``global_step``, and
   its logits computed with the EMA values.
@@ -13,11 +13,11 @@ Golden data (``tests/fixtures/golden/``), written by ``scripts/moat_tf_golden.py
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
 import tarfile
-import zlib
 
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ from linzoo.vision import moat
 from linzoo.vision.moat import MOAT, TfSameAvgPool2d, convert_tf_state_dict, relative_position_bias
 from linzoo.weights import TFCheckpointError, TFCheckpointReader, load_state_dict_file, load_tf_checkpoint
 
-from ..conftest import GOLDEN, load_manifest
+from ..conftest import GOLDEN, ROOT, load_manifest
 
 # Built trainable-parameter counts of the official TF models (1000 classes), with / without position embedding
 PARAMS = {
@@ -57,35 +57,22 @@ MINI_KWARGS = dict(
 )
 
 
-def golden_array(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A deterministic float32 array for TF variable ``name`` (verbatim copy of scripts/moat_tf_golden.py's)."""
-    rng = np.random.RandomState(zlib.crc32(name.encode()))
-    base = name.removesuffix("/ExponentialMovingAverage")
-    var = base.rsplit("/", 1)[-1]
-    if var == "moving_variance":
-        a = rng.uniform(0.5, 1.5, shape)
-    elif var == "gamma":
-        a = 1.0 + 0.1 * rng.standard_normal(shape)
-    elif var in ("beta", "bias", "moving_mean"):
-        a = 0.1 * rng.standard_normal(shape)
-    elif var == "relative_position_embedding":
-        a = 0.5 * rng.standard_normal(shape)
-    elif var in ("kernel", "depthwise_kernel"):
-        fan_in = math.prod(shape[:2]) * (1 if var == "depthwise_kernel" else shape[2])
-        a = rng.standard_normal(shape) / math.sqrt(fan_in)
-    elif var == "weight":  # q/k/v [C, heads, 32] (fan-in C), o [heads, 32, C] (fan-in heads * 32)
-        fan_in = shape[0] if "/o/" not in base else shape[0] * shape[1]
-        a = rng.standard_normal(shape) / math.sqrt(fan_in)
-    else:
-        raise ValueError(f"no golden rule for {name}")
-    return a.astype(np.float32)
+def _golden_script():
+    """``scripts/moat_tf_golden.py`` as a module (it imports TensorFlow only inside ``main``)."""
+    spec = importlib.util.spec_from_file_location("linzoo_moat_tf_golden", ROOT / "scripts" / "moat_tf_golden.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_SCRIPT = _golden_script()
+#: the weights the TF run used: a deterministic float32 array per TF variable name and shape
+golden_array = _SCRIPT.golden_array
 
 
 def golden_input(batch: int, height: int, width: int) -> torch.Tensor:
     """``(B, 3, H, W)``: the script's NHWC ``golden_input`` transposed."""
-    b, h, w, c = np.meshgrid(np.arange(batch), np.arange(height), np.arange(width), np.arange(3), indexing="ij")
-    x = np.sin(0.11 * h + 0.07 * w * (c + 1) + 0.3 * c + 0.9 * b) + 0.5 * np.cos(0.013 * h * w + b)
-    return torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(_SCRIPT.golden_input(batch, height, width)).permute(0, 3, 1, 2).contiguous()
 
 
 def _golden() -> tuple[dict[str, np.ndarray], dict]:
