@@ -16,6 +16,7 @@ see ``configs/distill/linfusion_*.yaml`` for the official recipes and ``configs/
 
 from __future__ import annotations
 
+import abc
 import copy
 import json
 import random
@@ -192,7 +193,7 @@ def _load_pipeline(pretrained: str) -> Any:
         return DiffusionPipeline.from_pretrained(pretrained)
 
 
-class _AttentionDistillation(pl.LightningModule):
+class _AttentionDistillation(pl.LightningModule, abc.ABC):
     """Shared machinery: a Stable Diffusion pipeline's UNet, linearised in place as the student (by
     :meth:`_linearize_student`), distilled from its frozen original with ``L_noise + L_kd + L_feat``.
 
@@ -258,17 +259,17 @@ class _AttentionDistillation(pl.LightningModule):
         # Checkpoints hold the trainable weights only; the rest is rebuilt from `pretrained`.
         self.strict_loading = False
 
+    @abc.abstractmethod
     def _linearize_student(self) -> LinearizeResult:
         """Linearise ``self.unet`` in place (the teacher keeps the originals)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _linearize_student()")
 
+    @abc.abstractmethod
     def _set_trainable(self, trainable: str) -> None:
         """Unfreeze the student weights selected by ``trainable`` (one of ``TRAINABLE``)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _set_trainable()")
 
+    @abc.abstractmethod
     def _export(self, path: Path) -> Path:
         """Write the learned weights to ``path``; returns the written path."""
-        raise NotImplementedError(f"{type(self).__name__} must define _export()")
 
     def _hook(self, store: list[torch.Tensor]):
         def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
