@@ -3,9 +3,7 @@ against the token-by-token recurrence; optional parity with the official ViG ker
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +14,8 @@ import torch.nn.functional as F
 import linzoo.kernels
 from linzoo.kernels import gla as gla_module
 from linzoo.kernels.gla import bidirectional_gla, bidirectional_gla_reference, gla_chunked, gla_recurrent_reference
+
+from ..conftest import load_benchmark
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 CUDA = torch.cuda.is_available()
@@ -345,24 +345,8 @@ OFFICIAL = os.environ.get("LINZOO_GLA_OFFICIAL", "")
 
 
 def _official_module():
-    path = Path(OFFICIAL) / "fla" / "ops" / "gla" / "recurrent_fuse.py"
-    utils = importlib.util.spec_from_file_location("fla.ops.utils", Path(OFFICIAL) / "fla" / "ops" / "utils.py")
-    saved = {name: sys.modules.get(name) for name in ("fla", "fla.ops", "fla.ops.utils")}
-    try:  # the file imports `fla.ops.utils.contiguous`: provide that module alone, not the whole fla package
-        for name in ("fla", "fla.ops"):
-            sys.modules[name] = type(sys)(name)
-        sys.modules["fla.ops.utils"] = importlib.util.module_from_spec(utils)
-        utils.loader.exec_module(sys.modules["fla.ops.utils"])
-        spec = importlib.util.spec_from_file_location("vig_official_recurrent_fuse", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        for name, mod in saved.items():
-            if mod is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = mod
-    return module
+    """The official ``recurrent_fuse`` module, loaded as the benchmark loads it (without the rest of fla)."""
+    return load_benchmark("gla.py").load_official(Path(OFFICIAL))
 
 
 @needs_kernels
